@@ -1,0 +1,72 @@
+"""batchkit: run a function over many items or files, in parallel, without losing any.
+
+>>> import batchkit as bk
+>>> report = bk.run(str.upper, ["a", "b"], backend="thread")
+>>> report.values()
+['A', 'B']
+
+The process and Dask backends load joblib / dask only when used: ``import batchkit`` is light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import imap, run
+from .engine import Outcomes
+from .errors import BackendError, BatchFailed, BatchkitError, UsageError, WorkerCrashed
+from .files import FileWalk, files
+from .outcome import ItemError, Outcome
+from .report import Report
+from .retry import Retry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "BatchFailed",
+    "BatchkitError",
+    "DaskBackend",
+    "FileWalk",
+    "ItemError",
+    "Journal",
+    "Outcome",
+    "Outcomes",
+    "ProcessBackend",
+    "Report",
+    "Retry",
+    "SerialBackend",
+    "ThreadBackend",
+    "UsageError",
+    "WorkerCrashed",
+    "__version__",
+    "files",
+    "imap",
+    "job",
+    "run",
+]
+
+# Names resolved on first use, so importing batchkit never imports joblib, dask or distributed.
+_LAZY = {
+    "SerialBackend": ("batchkit.backends.serial", "SerialBackend"),
+    "ThreadBackend": ("batchkit.backends.thread", "ThreadBackend"),
+    "ProcessBackend": ("batchkit.backends.process", "ProcessBackend"),
+    "DaskBackend": ("batchkit.backends.dask", "DaskBackend"),
+    "Journal": ("batchkit.journal", "Journal"),
+    "job": ("batchkit.jobs", "job"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'batchkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,46 @@
+"""Backends: where chunks run. ``resolve`` turns a name or an instance into a backend.
+
+The process and Dask backends are imported only when used, so ``import batchkit`` never
+loads joblib, dask or distributed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UsageError
+from .base import Backend
+
+NAMES = ("serial", "thread", "process", "dask")
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class for ``name`` (imports it on first use)."""
+    if name == "serial":
+        from .serial import SerialBackend
+
+        return SerialBackend
+    if name == "thread":
+        from .thread import ThreadBackend
+
+        return ThreadBackend
+    if name == "process":
+        from .process import ProcessBackend
+
+        return ProcessBackend
+    if name == "dask":
+        from .dask import DaskBackend
+
+        return DaskBackend
+    raise UsageError(f"unknown backend {name!r}: choose one of {', '.join(NAMES)}")
+
+
+def resolve(backend: Any, workers: int | None) -> tuple[Backend, bool]:
+    """Return ``(backend instance, owned)``; ``owned`` means the caller must close it."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"workers={workers!r}: must be a whole number >= 1")
+    if isinstance(backend, Backend):
+        return backend, False
+    if isinstance(backend, str):
+        return backend_class(backend)(workers=workers), True
+    raise UsageError(f"backend={backend!r}: pass one of {', '.join(NAMES)} or a backend instance")

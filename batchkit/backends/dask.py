@@ -1,0 +1,137 @@
+"""The Dask backend: chunks as tasks on a dask.distributed cluster (local or remote)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from typing import Any, Callable
+
+from ..errors import BackendError, UsageError, WorkerCrashed
+from .base import Backend, failed_future, relay
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise UsageError(
+            "the dask backend needs dask.distributed: pip install 'batchkit[dask]'"
+        ) from None
+    return distributed
+
+
+class DaskBackend(Backend):
+    """Runs chunks as tasks on a dask.distributed cluster.
+
+    With no arguments it starts a ``LocalCluster`` of ``workers`` single-threaded worker
+    processes and closes it when the run ends. ``address="tcp://host:8786"`` connects to a
+    running scheduler; ``client=`` uses a :class:`distributed.Client` you already have. A
+    cluster batchkit did not start is never shut down by it.
+
+    Each chunk is one task, so per-task scheduler overhead (milliseconds) is paid per chunk,
+    not per item. Functions travel with cloudpickle, by value. A worker that dies mid-task is
+    replaced and its task re-run by the scheduler; a task that kills workers repeatedly is
+    isolated by the engine and recorded as a crash. A timeout records the item as timed out
+    when it passes; the worker's thread may keep running it (Dask cannot kill a task).
+
+    >>> with bk.DaskBackend(address="tcp://10.0.0.5:8786") as cluster:
+    ...     bk.run(fn, items, backend=cluster)
+    """
+
+    name = "dask"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        client: Any = None,
+        workers: int | None = None,
+        threads_per_worker: int = 1,
+        **cluster_kwargs: Any,
+    ) -> None:
+        if address is not None and client is not None:
+            raise UsageError("DaskBackend: pass address= or client=, not both")
+        self.address = address
+        self._client = client
+        self._own_client = False
+        self._cluster: Any = None
+        self._n_workers = workers
+        self._threads = threads_per_worker
+        self._cluster_kwargs = cluster_kwargs
+        self.workers = workers or 1
+
+    @property
+    def client(self) -> Any:
+        """The :class:`distributed.Client` in use (connecting or starting a cluster on first use)."""
+        if self._client is None:
+            self._start()
+        return self._client
+
+    def _start(self) -> None:
+        distributed = _import_distributed()
+        try:
+            if self.address is not None:
+                self._client = distributed.Client(self.address, timeout="10s")
+            else:
+                import os
+
+                n = self._n_workers or os.cpu_count() or 1
+                kwargs = {
+                    "n_workers": n,
+                    "threads_per_worker": self._threads,
+                    "processes": True,
+                    "dashboard_address": None,
+                    "silence_logs": logging.ERROR,
+                }
+                kwargs.update(self._cluster_kwargs)
+                self._cluster = distributed.LocalCluster(**kwargs)
+                self._client = distributed.Client(self._cluster)
+        except UsageError:
+            raise
+        except Exception as exc:
+            where = self.address or "a LocalCluster"
+            raise BackendError(f"could not start the dask backend on {where}: {exc}") from exc
+        self._own_client = True
+        self._refresh_workers()
+
+    def _refresh_workers(self) -> None:
+        try:
+            threads = sum(self._client.nthreads().values())
+        except Exception:
+            threads = 0
+        self.workers = max(1, threads or self._n_workers or 1)
+
+    def start(self) -> DaskBackend:
+        """Connect or start the cluster now (otherwise it happens on the first submit)."""
+        if self._client is None:
+            self._start()
+        else:
+            self._refresh_workers()
+        return self
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
+        try:
+            inner = self.client.submit(fn, arg, pure=False)
+        except (UsageError, BackendError):
+            raise
+        except Exception as exc:
+            return failed_future(_translate(exc))
+        return relay(inner, _translate)
+
+    def close(self, *, kill: bool = False) -> None:
+        if self._own_client and self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                if self._cluster is not None:
+                    self._cluster.close()
+                self._client = self._cluster = None
+                self._own_client = False
+
+
+def _translate(exc: BaseException) -> BaseException:
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        return WorkerCrashed(f"dask workers kept dying while running this task: {exc}")
+    if name in ("CommClosedError", "TimeoutError", "OSError", "CancelledError", "FutureCancelledError"):
+        return BackendError(f"lost the dask cluster: {exc}")
+    return exc

@@ -1,0 +1,91 @@
+"""The process backend: joblib's loky reusable executor (cloudpickle, robust to dead workers)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import re
+from typing import Any, Callable
+
+from ..errors import BackendError, UsageError, WorkerCrashed
+from .base import Backend, failed_future, relay
+
+# How long idle workers stay alive between runs, so notebook re-runs start warm.
+IDLE_TIMEOUT = 120
+
+
+class ProcessBackend(Backend):
+    """Runs chunks in worker processes from loky's reusable executor.
+
+    Functions go to workers with cloudpickle, so lambdas, closures and functions defined in
+    ``__main__`` or a notebook cell work. The pool is reused across runs (and rebuilt after a
+    worker dies). ``workers`` defaults to the number of CPUs.
+    """
+
+    name = "process"
+    beacon = True
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._executor: Any = None
+
+    def _get_executor(self) -> Any:
+        from joblib.externals.loky import get_reusable_executor
+
+        # Returns the same executor while it is healthy, a fresh one after a worker died.
+        self._executor = get_reusable_executor(max_workers=self.workers, timeout=IDLE_TIMEOUT)
+        return self._executor
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
+        try:
+            inner = self._get_executor().submit(fn, arg)
+        except Exception as exc:  # a pool broken between get and submit, or a pickling error
+            return failed_future(_translate(exc))
+        return relay(inner, _translate)
+
+    def close(self, *, kill: bool = False) -> None:
+        # The reusable executor outlives a run on purpose (warm workers for the next one);
+        # it is only torn down when a run is interrupted.
+        if kill and self._executor is not None:
+            self._executor.shutdown(wait=False, kill_workers=True)
+            self._executor = None
+
+
+_EXITCODE = re.compile(r"\((-?\d+)\)|\b(-?\d+)\b")
+
+
+def _translate(exc: BaseException) -> BaseException:
+    from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
+
+    if isinstance(exc, TerminatedWorkerError):
+        text = str(exc)
+        tail = text.split("exit codes of the workers are", 1)[-1]
+        match = _EXITCODE.search(tail)
+        code = int(match.group(1) or match.group(2)) if match else None
+        return WorkerCrashed(_describe_exit(code), code)
+    if isinstance(exc, BrokenProcessPool):
+        cause = exc.__cause__
+        if "un-serialize" in str(exc) or "serializ" in str(cause):
+            return UsageError(
+                f"could not send the function or items to the worker processes: {cause or exc}; "
+                "use picklable items or backend='thread'"
+            )
+        return WorkerCrashed(f"worker pool broke: {exc}")
+    if type(exc).__name__ in ("PicklingError",) or "pickle" in type(exc).__name__.lower():
+        return UsageError(f"could not pickle the function or its items for the worker processes: {exc}")
+    if isinstance(exc, (RuntimeError, OSError)) and "shutdown" not in str(exc):
+        return BackendError(f"process backend failed: {exc}")
+    return exc
+
+
+def _describe_exit(code: int | None) -> str:
+    import signal
+
+    if code is None:
+        return "worker process died"
+    if code < 0:
+        try:
+            return f"worker process killed by {signal.Signals(-code).name} (signal {-code})"
+        except ValueError:
+            return f"worker process killed by signal {-code}"
+    return f"worker process exited with code {code}"

@@ -1,0 +1,53 @@
+"""The ``batchkit`` group and the lazy loading of its sub-commands."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+# name -> (module, attribute, one-line help). Modules are imported only when the command runs.
+COMMANDS: dict[str, tuple[str, str, str]] = {}
+
+EPILOG = """\b
+Exit codes:
+  0    every item succeeded
+  1    the run finished, one or more items failed
+  2    usage or input error (bad option, unknown job, missing root, bad job file)
+  3    the run could not be carried out (backend could not start, journal unusable)
+  75   another run of the same job holds the lock (try later)
+  130  stopped by SIGINT after a clean shutdown (--resume continues it)
+  143  stopped by SIGTERM after a clean shutdown (--resume continues it)
+"""
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, attr, _ = COMMANDS[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: Any) -> None:
+        # Short help from the table, so listing commands imports none of them.
+        rows = [(name, COMMANDS[name][2]) for name in sorted(COMMANDS)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="batchkit")
+def cli() -> None:
+    """batchkit: run a job over many items or files, in parallel, without losing any."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return cli.main(args=argv, prog_name="batchkit")

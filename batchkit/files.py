@@ -1,0 +1,169 @@
+"""File-tree input: :func:`files`, a lazy ``os.scandir`` walk that yields ``Path`` objects."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterator, Sequence, Union
+
+from .errors import UsageError
+from .units import parse_duration, parse_size
+
+log = logging.getLogger("batchkit.files")
+
+Patterns = Union[str, Sequence[str], None]
+When = Union[datetime, timedelta, str, float, int, None]
+
+
+def _patterns(value: Patterns) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _matches(patterns: tuple[str, ...], name: str, rel: str) -> bool:
+    # A pattern with a slash is matched against the path relative to the root, else the name.
+    return any(fnmatch.fnmatchcase(rel if "/" in p else name, p) for p in patterns)
+
+
+def _cutoff(value: When) -> float | None:
+    """An mtime threshold: a datetime is absolute; a duration (timedelta, "7d", seconds) is an age."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return time.time() - parse_duration(value)
+
+
+class FileWalk:
+    """A lazy, re-iterable walk of a directory tree (what :func:`files` returns).
+
+    Directories it cannot read are logged, skipped and listed in ``errors`` as
+    ``(path, message)``; the run's :class:`~batchkit.Report` carries them as ``input_errors``.
+    """
+
+    def __init__(self, root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (),
+                 recursive: bool = True, follow_symlinks: bool = False, hidden: bool = True,
+                 min_size: int | str | None = None, max_size: int | str | None = None,
+                 newer_than: When = None, older_than: When = None) -> None:
+        self.root = Path(root)
+        if not self.root.exists():
+            raise UsageError(f"{self.root}: no such file or directory")
+        self.include = _patterns(include) or ("*",)
+        self.exclude = _patterns(exclude)
+        self.recursive = recursive
+        self.follow_symlinks = follow_symlinks
+        self.hidden = hidden
+        self.min_size = parse_size(min_size) if min_size is not None else None
+        self.max_size = parse_size(max_size) if max_size is not None else None
+        self.newer_than = _cutoff(newer_than)
+        self.older_than = _cutoff(older_than)
+        self.errors: list[tuple[str, str]] = []
+
+    def __repr__(self) -> str:
+        return f"files({str(self.root)!r}, include={self.include!r})"
+
+    def __iter__(self) -> Iterator[Path]:
+        self.errors = []
+        root = os.fspath(self.root)
+        if not os.path.isdir(root):
+            if self._wanted_file(root, os.path.basename(root), os.path.basename(root), None):
+                yield self.root
+            return
+        seen: set[tuple[int, int]] = set()
+        if self.follow_symlinks:
+            st = os.stat(root)
+            seen.add((st.st_dev, st.st_ino))
+        # A stack of (directory path, sorted entries iterator): depth-first, in name order,
+        # descending into a directory when it is met, as `find` does.
+        stack = [(root, "", self._entries(root))]
+        while stack:
+            path, rel_dir, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                continue
+            name = entry.name
+            if not self.hidden and name.startswith("."):
+                continue
+            rel = f"{rel_dir}{name}"
+            try:
+                is_dir = entry.is_dir(follow_symlinks=self.follow_symlinks)
+                is_file = not is_dir and entry.is_file(follow_symlinks=self.follow_symlinks)
+            except OSError:
+                continue
+            if is_dir:
+                if not self.recursive or (self.exclude and _matches(self.exclude, name, rel)):
+                    continue
+                if self.follow_symlinks:
+                    try:
+                        st = entry.stat()
+                    except OSError as exc:
+                        self._error(entry.path, exc)
+                        continue
+                    ident = (st.st_dev, st.st_ino)
+                    if ident in seen:  # a symlink loop, or a tree reached twice
+                        continue
+                    seen.add(ident)
+                stack.append((entry.path, rel + "/", self._entries(entry.path)))
+            elif is_file and self._wanted_file(entry.path, name, rel, entry):
+                yield Path(entry.path)
+
+    def _entries(self, path: str) -> Iterator[os.DirEntry]:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self._error(path, exc)
+            return iter(())
+        return iter(entries)
+
+    def _error(self, path: str, exc: OSError) -> None:
+        message = exc.strerror or str(exc)
+        log.warning("cannot read %s: %s (skipped)", path, message)
+        self.errors.append((path, message))
+
+    def _wanted_file(self, path: str, name: str, rel: str, entry: os.DirEntry | None) -> bool:
+        if not _matches(self.include, name, rel):
+            return False
+        if self.exclude and _matches(self.exclude, name, rel):
+            return False
+        if self.min_size is None and self.max_size is None and self.newer_than is None and self.older_than is None:
+            return True
+        try:
+            st = entry.stat(follow_symlinks=self.follow_symlinks) if entry else os.stat(path)
+        except OSError:
+            return False
+        if self.min_size is not None and st.st_size < self.min_size:
+            return False
+        if self.max_size is not None and st.st_size > self.max_size:
+            return False
+        if self.newer_than is not None and st.st_mtime <= self.newer_than:
+            return False
+        if self.older_than is not None and st.st_mtime >= self.older_than:
+            return False
+        return True
+
+
+def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (), recursive: bool = True,
+          follow_symlinks: bool = False, hidden: bool = True, min_size: int | str | None = None,
+          max_size: int | str | None = None, newer_than: When = None, older_than: When = None) -> FileWalk:
+    """The files under ``root``, lazily, as ``Path`` objects (depth first, in name order).
+
+    ``include`` / ``exclude``: glob patterns (one or a list) matched against the file name, or
+    against the path relative to ``root`` when the pattern has a ``/``; ``exclude`` also prunes
+    directories. ``hidden=False`` skips dot-files and dot-directories. Symlinks are not
+    followed unless ``follow_symlinks=True``, and then a symlink loop is walked once.
+    ``min_size`` / ``max_size`` take bytes or ``"10MB"``; ``newer_than`` / ``older_than`` take
+    a ``datetime`` or an age (``"7d"``, a ``timedelta``, seconds).
+
+    >>> report = bk.run(checksum, bk.files("/data", include="*.csv", older_than="1d"))
+    """
+    return FileWalk(root, include, exclude, recursive, follow_symlinks, hidden,
+                    min_size, max_size, newer_than, older_than)

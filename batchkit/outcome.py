@@ -1,0 +1,80 @@
+"""What happened to one item: :class:`Outcome`, and :class:`ItemError` when it failed."""
+
+from __future__ import annotations
+
+import traceback as _tb
+from dataclasses import dataclass
+from typing import Any
+
+# How one item failed. "exception": fn raised; "timeout": it ran past `timeout`;
+# "crash": the worker process running it died (segfault, SIGKILL, os._exit, OOM killer).
+KINDS = ("exception", "timeout", "crash")
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """A captured failure, as plain text so it always survives pickling.
+
+    ``type`` is the exception class name, ``message`` its text, ``traceback`` the formatted
+    traceback from the worker, ``kind`` one of ``"exception"``, ``"timeout"``, ``"crash"``.
+    ``step`` names the job step that failed, when the job has steps.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    kind: str = "exception"
+    step: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, step: str | None = None, skip: int = 0) -> ItemError:
+        """Capture ``exc`` (with its traceback, less its first ``skip`` frames) as text."""
+        try:
+            message = str(exc)
+        except Exception:  # a broken __str__ must not lose the error
+            message = f"<unprintable {type(exc).__name__}>"
+        tb = exc.__traceback__
+        for _ in range(skip):  # drop batchkit's own frames: the user wants their code first
+            if tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+        text = "".join(_tb.format_exception(type(exc), exc, tb))
+        return cls(type(exc).__name__, message, text, "exception", step)
+
+    def summary(self) -> str:
+        """One line: ``Type: message`` (and the step, for multi-step jobs)."""
+        where = f"[{self.step}] " if self.step else ""
+        first = self.message.splitlines()[0] if self.message else ""
+        return f"{where}{self.type}: {first}" if first else f"{where}{self.type}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        d = {"type": self.type, "message": self.message, "kind": self.kind, "traceback": self.traceback}
+        if self.step:
+            d["step"] = self.step
+        return d
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one item.
+
+    ``index`` is its position in the input, ``ok`` tells whether it succeeded, ``value`` is what
+    ``fn`` returned (``None`` on failure), ``error`` an :class:`ItemError` (``None`` on success),
+    ``attempts`` how many times it ran, ``duration`` its run time in seconds (last attempt).
+    """
+
+    index: int
+    item: Any
+    ok: bool
+    value: Any = None
+    error: ItemError | None = None
+    attempts: int = 1
+    duration: float = 0.0
+
+    def unwrap(self) -> Any:
+        """The value, or raise :class:`~batchkit.BatchFailed` if the item failed."""
+        if not self.ok:
+            from .errors import BatchFailed
+
+            raise BatchFailed([self], 1)
+        return self.value

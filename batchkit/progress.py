@@ -1,0 +1,139 @@
+"""Progress while a run goes: a tqdm bar on a terminal, the tqdm widget in Jupyter, log lines
+elsewhere (cron, CI, a pipe). Updated once per chunk, never per item."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any, Union
+
+from .errors import UsageError
+
+ProgressOption = Union[bool, str, None]
+
+# How often plain log lines are written when stderr is not a terminal.
+LOG_INTERVAL = 5.0
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    if shell is None or "ipykernel" not in sys.modules:
+        return False
+    try:
+        return type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+    except Exception:
+        return False
+
+
+def make_progress(option: ProgressOption, total: int | None, desc: str | None, file: IO[str] | None = None) -> Progress:
+    """Build the progress reporter for ``progress=option``.
+
+    ``None`` (automatic): bar on a terminal, widget in a notebook, log lines otherwise.
+    ``True``: always a bar. ``"log"``: always log lines. ``False``: nothing.
+    """
+    if option is False:
+        return Progress()
+    if option not in (None, True, "log", "bar"):
+        raise UsageError(f"progress={option!r}: use None (automatic), True, False or 'log'")
+    stream = file or sys.stderr
+    if option == "log":
+        return LogProgress(total, desc, stream)
+    if option is None and not _in_notebook() and not _isatty(stream):
+        return LogProgress(total, desc, stream)
+    return BarProgress(total, desc, stream, notebook=option is None and _in_notebook())
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except Exception:
+        return False
+
+
+class Progress:
+    """Silent progress; the base of the others."""
+
+    def update(self, done: int, failed: int) -> None:
+        """``done`` more items finished, ``failed`` of them failed."""
+
+    def set_total(self, total: int) -> None:
+        """The total became known (e.g. the input ran out)."""
+
+    def close(self) -> None:
+        """The run ended."""
+
+
+class BarProgress(Progress):
+    """A tqdm bar (tqdm.auto's widget in a notebook)."""
+
+    def __init__(self, total: int | None, desc: str | None, stream: IO[str], notebook: bool = False) -> None:
+        if notebook:
+            try:
+                from tqdm.auto import tqdm
+            except Exception:  # no ipywidgets: tqdm.auto falls back by itself, but be safe
+                from tqdm import tqdm
+        else:
+            from tqdm import tqdm
+        self._failed = 0
+        self._bar = tqdm(total=total, desc=desc or "batchkit", unit="item", file=stream,
+                         dynamic_ncols=True, smoothing=0.1)
+
+    def update(self, done: int, failed: int) -> None:
+        if failed:
+            self._failed += failed
+            self._bar.set_postfix(failed=self._failed, refresh=False)
+        self._bar.update(done)
+
+    def set_total(self, total: int) -> None:
+        self._bar.total = total
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class LogProgress(Progress):
+    """Plain lines every ``LOG_INTERVAL`` seconds: no carriage returns, fit for log files."""
+
+    def __init__(self, total: int | None, desc: str | None, stream: IO[str], interval: float = LOG_INTERVAL) -> None:
+        self._total = total
+        self._desc = desc or "batchkit"
+        self._stream = stream
+        self._interval = interval
+        self._start = self._last = time.monotonic()
+        self._done = self._failed = 0
+
+    def update(self, done: int, failed: int) -> None:
+        self._done += done
+        self._failed += failed
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._write(now)
+
+    def set_total(self, total: int) -> None:
+        self._total = total
+
+    def close(self) -> None:
+        if self._done and time.monotonic() - self._start >= self._interval:
+            self._write(time.monotonic())
+
+    def _write(self, now: float) -> None:
+        from tqdm import tqdm
+
+        elapsed = now - self._start
+        rate = self._done / elapsed if elapsed > 0 else 0.0
+        line = f"{self._desc}: {self._done}"
+        if self._total:
+            line += f"/{self._total} ({100 * self._done / self._total:.0f}%)"
+            eta = (self._total - self._done) / rate if rate > 0 else None
+        else:
+            eta = None
+        line += f", {self._failed} failed, {rate:.1f} items/s, elapsed {tqdm.format_interval(elapsed)}"
+        if eta is not None:
+            line += f", ETA {tqdm.format_interval(eta)}"
+        try:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed pipe must not fail the run
+            pass

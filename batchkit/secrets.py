@@ -1,0 +1,54 @@
+"""Keeping secrets out of everything batchkit writes (journal, history, logs, crontab, pings).
+
+Environment values whose names contain TOKEN, SECRET, PASSWORD, PASSWD or KEY are replaced by
+``***`` wherever they appear, and so is the ``user:password@`` part of URLs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+SECRET_NAMES = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY")
+MASK = "***"
+# scheme://user:password@host -> scheme://***@host
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/@\s:]*:[^/@\s]*)@")
+# Options and key=value pairs named like a secret: --token X, --api-key=X, password=X
+_NAMED = re.compile(r"(?i)(?P<name>[\w\-]*(?:token|secret|password|passwd|key)[\w\-]*)(?P<sep>=|:\s*)(?P<value>[^\s&,;\"']+)")
+
+
+def secret_values(environ: dict[str, str] | None = None) -> list[str]:
+    """The values of environment variables whose names look secret (longest first)."""
+    env = os.environ if environ is None else environ
+    values = {v for k, v in env.items() if v and len(v) >= 4 and any(s in k.upper() for s in SECRET_NAMES)}
+    return sorted(values, key=len, reverse=True)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an option or variable name looks like it holds a secret."""
+    upper = name.upper().replace("-", "_")
+    return any(s in upper for s in SECRET_NAMES)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with secret environment values and URL passwords masked."""
+    if not text:
+        return text
+    for value in secret_values():
+        text = text.replace(value, MASK)
+    text = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+    return _NAMED.sub(lambda m: f"{m.group('name')}{m.group('sep')}{MASK}", text)
+
+
+def redact(value: Any) -> Any:
+    """Mask secrets in a string, or recursively in a dict / list (dict keys named like secrets
+    have their values masked whole)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and is_secret_name(k) and v not in (None, False, "")
+                    else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    return value
