@@ -128,10 +128,10 @@ class Engine:
         if self.key is None and self.skip is None:
             start = 0
             for batch in split(self.items, chunker):
+                self.seen = start + len(batch)
                 yield ChunkOutcomes(seq, start, batch)
-                start += len(batch)
+                start = self.seen
                 seq += 1
-                self.seen = start
             return
         keyfn, skip = self.key, self.skip
 
@@ -145,10 +145,9 @@ class Engine:
 
         for batch in split(keyed(), chunker):
             indices = [b[0] for b in batch]
-            chunk = ChunkOutcomes(seq, indices[0], [b[1] for b in batch], indices, [b[2] for b in batch])
-            seq += 1
             self.seen = indices[-1] + 1
-            yield chunk
+            yield ChunkOutcomes(seq, indices[0], [b[1] for b in batch], indices, [b[2] for b in batch])
+            seq += 1
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -196,6 +195,8 @@ class Engine:
             while True:
                 # Fill the pipeline: re-runs first, then isolated suspects alone, then new chunks.
                 while len(in_flight) < max_in_flight and self.stopping is None:
+                    if any(sub.isolated for sub in in_flight.values()):
+                        break  # a suspect runs alone, so a crash can only be its own
                     if queue:
                         submit(queue.popleft())
                     elif isolate:
@@ -318,11 +319,14 @@ class Engine:
         progressed = False
         if beacon is None:
             # No beacon (Dask): the scheduler already re-ran the task on other workers and gave
-            # up. Bisect: halves are re-run; a single item that still kills workers crashed.
+            # up. Tasks merely queued on a dying worker can be blamed too, so bisect: halves are
+            # re-run, a single item is re-run alone, and only one that kills a worker alone crashed.
             for sub, exc in crashed:
                 progressed = True
-                if sub.hi - sub.lo == 1:
+                if sub.isolated:
                     self._fail(sub.chunk, sub.lo, _crash_error(exc), finished)
+                elif sub.hi - sub.lo == 1:
+                    isolate.append(_Sub(sub.chunk, sub.lo, sub.hi, isolated=True))
                 else:
                     mid = (sub.lo + sub.hi) // 2
                     queue.append(_Sub(sub.chunk, sub.lo, mid))
@@ -400,9 +404,8 @@ class Engine:
 
     def _halt_message(self) -> str:
         text = f"max_failures={self.max_failures} reached with {self.failed} failed items; dispatching stopped"
-        not_run = self.not_run
-        if not_run is not None:
-            text += f", {not_run} items not run"
+        if self.total is not None:
+            text += f", {self.total - self.seen} items not run"
         else:
             text += f", items after input position {self.seen - 1} not run"
         return text

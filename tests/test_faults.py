@@ -1,0 +1,152 @@
+"""Fault injection: dead workers, segfaults, hung items. One bad item never takes its neighbours down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import batchkit as bk
+
+
+def exit_on(bad, how):
+    def fn(x):
+        if x == bad:
+            if how == "exit":
+                os._exit(3)
+            if how == "sigkill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if how == "segfault":
+                import ctypes
+
+                ctypes.string_at(0)  # reads address 0: a real SIGSEGV
+        time.sleep(0.002)
+        return x * 10
+    return fn
+
+
+@pytest.mark.parametrize("how, expect", [
+    ("exit", "exited with code 3"),
+    ("sigkill", "SIGKILL"),
+    ("segfault", "SIGSEGV"),
+])
+def test_crashed_worker_fails_only_its_item(how, expect):
+    report = bk.run(exit_on(37, how), range(100), backend="process", workers=2, chunk_size=10, progress=False)
+    assert report.failed == 1, report.failures
+    (bad,) = report.failures
+    assert bad.item == 37 and bad.error.kind == "crash"
+    assert expect in bad.error.message
+    # Every other item, including the dead worker's chunk-mates, completed exactly once.
+    assert [o.value for o in report.outcomes if o.ok] == [x * 10 for x in range(100) if x != 37]
+    assert [o.index for o in report.outcomes] == list(range(100))
+
+
+def test_two_crashing_items_in_different_chunks_are_both_pinned():
+    def fn(x):
+        if x in (5, 55):
+            os._exit(9)
+        time.sleep(0.001)
+        return x
+
+    report = bk.run(fn, range(80), backend="process", workers=2, chunk_size=8, progress=False)
+    assert sorted(o.item for o in report.failures) == [5, 55]
+    assert all(o.error.kind == "crash" for o in report.failures)
+    assert report.succeeded == 78
+
+
+def test_pool_is_usable_after_a_crash():
+    bk.run(exit_on(3, "exit"), range(10), backend="process", workers=2, chunk_size=2, progress=False)
+    report = bk.run(lambda x: x + 1, range(50), backend="process", workers=2, progress=False)
+    assert report.values() == list(range(1, 51))
+
+
+def hang_on(bad):
+    def fn(x):
+        if x == bad:
+            time.sleep(60)
+        return x
+    return fn
+
+
+def test_hung_item_on_process_backend_is_killed_and_recorded_as_timeout():
+    start = time.monotonic()
+    report = bk.run(hang_on(7), range(30), backend="process", workers=2, chunk_size=10, timeout=1.0,
+                    progress=False)
+    assert time.monotonic() - start < 30  # the 60 s sleep was really stopped
+    (bad,) = report.failures
+    assert bad.item == 7 and bad.error.kind == "timeout" and bad.error.type == "TimeoutError"
+    assert "killed" in bad.error.message
+    assert report.succeeded == 29  # its chunk-mates still ran
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread"])
+def test_hung_item_on_in_process_backends_is_recorded_as_timeout(backend):
+    def fn(x):
+        if x == 3:
+            time.sleep(3)
+        return x
+
+    report = bk.run(fn, range(8), backend=backend, workers=2, chunk_size=4, timeout=0.5, progress=False)
+    (bad,) = report.failures
+    assert bad.item == 3 and bad.error.kind == "timeout"
+    assert "may keep running" in bad.error.message
+    assert report.succeeded == 7
+
+
+def test_timeout_on_dask_is_recorded(dask_client):
+    def fn(x):
+        if x == 2:
+            time.sleep(4)
+        return x
+
+    report = bk.run(fn, range(6), backend=bk.DaskBackend(client=dask_client), timeout=0.5, progress=False)
+    (bad,) = report.failures
+    assert bad.item == 2 and bad.error.kind == "timeout"
+    assert report.succeeded == 5
+
+
+def test_dask_worker_killed_mid_run_loses_no_item(dask_client, tmp_path):
+    import psutil
+
+    marker = tmp_path / "started"
+
+    def slow(x, marker=str(marker)):
+        open(marker, "a").close()
+        time.sleep(0.05)
+        return x * 3
+
+    pids = list(dask_client.run(os.getpid).values())
+    stream = bk.imap(slow, range(120), backend=bk.DaskBackend(client=dask_client), chunk_size=4,
+                     ordered=False, progress=False)
+    got = []
+    for outcome in stream:
+        got.append(outcome)
+        if len(got) == 8:
+            os.kill(pids[0], signal.SIGKILL)  # a real worker process dies mid-run
+    assert sorted(o.item for o in got) == list(range(120))
+    assert all(o.ok and o.value == o.item * 3 for o in got)
+    assert not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE
+    # The nanny brings the worker back.
+    dask_client.wait_for_workers(2, timeout=30)
+
+
+def test_dask_item_that_keeps_killing_workers_is_isolated_as_crash():
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
+                                      silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
+            def fn(x):
+                if x == 5:
+                    os._exit(1)
+                return x
+
+            report = bk.run(fn, range(8), backend=bk.DaskBackend(client=client), chunk_size=4, progress=False)
+    (bad,) = report.failures
+    assert bad.item == 5 and bad.error.kind == "crash"
+    assert report.succeeded == 7
