@@ -26,7 +26,7 @@ from .chunking import Chunker, check_chunk_size, split
 from .errors import BackendError, Interrupted, UsageError, WorkerCrashed
 from .outcome import ItemError, Outcome
 from .progress import make_progress
-from .report import ChunkOutcomes, Report
+from .report import ChunkOutcomes
 from .retry import Retry, coerce_retry
 from .worker import Task, run_chunk
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import os
+import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,9 +29,37 @@ def _patterns(value: Patterns) -> tuple[str, ...]:
     return tuple(value)
 
 
+@functools.lru_cache(maxsize=256)
+def _path_regex(pattern: str) -> re.Pattern:
+    # Like a shell glob on a path: `*` and `?` stay within one directory, `**/` spans any number.
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            j = pattern.find("]", i + 1) if pattern[i] == "[" else -1
+            if j > 0:
+                out.append(fnmatch.translate(pattern[i:j + 1])[4:-3])
+                i = j + 1
+            else:
+                out.append(re.escape(pattern[i]))
+                i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
 def _matches(patterns: tuple[str, ...], name: str, rel: str) -> bool:
     # A pattern with a slash is matched against the path relative to the root, else the name.
-    return any(fnmatch.fnmatchcase(rel if "/" in p else name, p) for p in patterns)
+    return any(_path_regex(p).match(rel) if "/" in p else fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _cutoff(value: When) -> float | None:

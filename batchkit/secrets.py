@@ -15,7 +15,9 @@ MASK = "***"
 # scheme://user:password@host -> scheme://***@host
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/@\s:]*:[^/@\s]*)@")
 # Options and key=value pairs named like a secret: --token X, --api-key=X, password=X
-_NAMED = re.compile(r"(?i)(?P<name>[\w\-]*(?:token|secret|password|passwd|key)[\w\-]*)(?P<sep>=|:\s*)(?P<value>[^\s&,;\"']+)")
+_NAMED = re.compile(
+    r"(?i)(?P<name>[\w\-]*(?:token|secret|password|passwd|key)[\w\-]*)(?P<sep>=|:\s*)(?P<value>[^\s&,;\"']+)"
+)
 
 
 def secret_values(environ: dict[str, str] | None = None) -> list[str]:

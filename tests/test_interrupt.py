@@ -1,0 +1,87 @@
+"""Ctrl-C and SIGTERM: workers stop promptly, nothing is left behind, finished work is recorded."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from conftest import python_env
+
+SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    import batchkit as bk
+
+    def slow(x):
+        time.sleep(0.2)
+        return x
+
+    print("pid", os.getpid(), flush=True)
+    mode = sys.argv[2]
+    try:
+        if mode == "graceful":
+            from batchkit.interrupt import graceful
+            with graceful(grace=3):
+                bk.run(slow, range(10000), backend=sys.argv[1], workers=2, chunk_size=2,
+                       progress=False, journal=sys.argv[3])
+        else:
+            bk.run(slow, range(10000), backend=sys.argv[1], workers=2, chunk_size=2, progress=False)
+    except KeyboardInterrupt as exc:
+        print("interrupted", type(exc).__name__, getattr(exc, "exit_code", ""), flush=True)
+        sys.exit(getattr(exc, "exit_code", 130))
+""")
+
+
+def _start(tmp_path, backend, mode="plain"):
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), backend, mode, str(tmp_path / "j.db")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env())
+    assert proc.stdout.readline().startswith("pid")
+    return proc
+
+
+def _wait_for_children(pid, n, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = psutil.Process(pid).children(recursive=True)
+        if len(kids) >= n:
+            return kids
+        time.sleep(0.1)
+    return psutil.Process(pid).children(recursive=True)
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_ctrl_c_stops_every_worker_and_raises_keyboardinterrupt(tmp_path, backend):
+    proc = _start(tmp_path, backend)
+    kids = _wait_for_children(proc.pid, 2) if backend == "process" else []
+    time.sleep(1.0)  # let items run
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert "interrupted KeyboardInterrupt" in out, err
+    assert proc.returncode == 130
+    # No orphan: every worker process the run started is gone.
+    time.sleep(0.5)
+    alive = [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+
+
+def test_sigterm_under_graceful_records_finished_chunks_and_exits_143(tmp_path):
+    import sqlite3
+
+    proc = _start(tmp_path, "process", "graceful")
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert "interrupted Interrupted 143" in out, err
+    assert proc.returncode == 143
+    db = sqlite3.connect(tmp_path / "j.db")
+    (state,) = db.execute("SELECT state FROM runs").fetchone()
+    (done,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
+    assert state == "interrupted"
+    assert 0 < done < 10000
