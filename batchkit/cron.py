@@ -1,0 +1,397 @@
+"""Tagged crontab entries that run batchkit jobs: :class:`Crontab`, :func:`build_command`.
+
+An entry is one ordinary crontab line ending in ``# batchkit:NAME``::
+
+    0 3 * * * cd /srv/app && PATH=/opt/venv/bin:/usr/bin:/bin BATCHKIT_HOME=/var/lib/batchkit \
+      /opt/venv/bin/python -m batchkit run /srv/app/jobs/nightly.py --quiet >> /var/log/nightly.log 2>&1 \
+      # batchkit:nightly
+
+(one line in the crontab; wrapped here).
+Everything cron does differently from a login shell is pinned down when the entry is added:
+the working directory, PATH, the journal's home, the interpreter and the job file are absolute.
+Each argument is shell-quoted, so no argument can run a command; ``%`` (which cron turns into a
+newline) is escaped. Only our lines are ever added or removed: every other line of the crontab
+is kept byte for byte, which is why the file is edited as text and python-crontab is used to
+render and recognise our lines rather than to rewrite the whole file (it normalises spacing and
+misreads some lines it did not write).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from .errors import UsageError
+from .secrets import is_secret_name, redact
+
+TAG = "batchkit:"
+SPECIALS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+def validate_schedule(expr: str, *, seconds: bool = False) -> str:
+    """Return ``expr`` normalised (single spaces) or raise :class:`~batchkit.UsageError`.
+
+    Five-field cron expressions and ``@daily``-style names; ``@reboot`` too for crontabs. With
+    ``seconds`` (the in-process scheduler), a sixth field for seconds is allowed, as croniter
+    reads it. Impossible dates such as ``0 0 31 2 *`` are refused: they would never run.
+    """
+    from croniter import CroniterBadDateError, croniter
+
+    text = " ".join(str(expr).split())
+    if text == "@reboot" and not seconds:
+        return text
+    fields = text.split(" ")
+    allowed = (5, 6) if seconds else (5,)
+    if not (text.lower() in SPECIALS or len(fields) in allowed) or not croniter.is_valid(text):
+        raise UsageError(f"invalid schedule {expr!r}: use five cron fields such as '0 3 * * *' "
+                         f"(minute hour day-of-month month day-of-week) or @daily / @hourly")
+    if not seconds:
+        from crontab import CronTab
+
+        try:  # what cron itself accepts is narrower than croniter (no L, W, #, seconds)
+            CronTab(tab="").new(command="true").setall(text)
+        except (ValueError, KeyError) as exc:
+            raise UsageError(f"invalid schedule {expr!r} for cron: {exc}") from None
+    try:
+        croniter(text, datetime.now()).get_next(datetime)
+    except CroniterBadDateError:
+        raise UsageError(f"schedule {expr!r} never runs: no such date (e.g. 31 February); "
+                         "check the day-of-month and month fields") from None
+    return text
+
+
+def next_run(expr: str, after: datetime | None = None) -> datetime | None:
+    """The next time ``expr`` fires after ``after`` (local time), or ``None`` for ``@reboot``."""
+    from croniter import croniter
+
+    if expr.strip() == "@reboot":
+        return None
+    return croniter(expr, after or datetime.now()).get_next(datetime)
+
+
+# -- the command of an entry --------------------------------------------------------------------
+
+def cron_quote(arg: str) -> str:
+    """Shell-quote ``arg`` for a crontab line.
+
+    ``shlex.quote`` makes it one literal word; then two characters that crontab tools read
+    specially are moved outside the quotes: ``#`` after a space (python-crontab would take the
+    rest for a comment) and ``\\%`` (cron would see an escaped backslash and then a bare ``%``).
+    """
+    if "\n" in arg or "\r" in arg:
+        raise UsageError("an argument of a cron entry contains a newline; crontab lines cannot hold one")
+    quoted = shlex.quote(arg)
+    if quoted.startswith("'"):
+        quoted = quoted.replace("\\%", "\\'%'").replace("#", "'\\#'")
+    return quoted
+
+
+def check_no_secrets(args: Sequence[str]) -> None:
+    """Refuse arguments that carry a secret: a crontab is not a place for one."""
+    for i, arg in enumerate(args):
+        named_option = arg.startswith("-") and "=" not in arg and is_secret_name(arg.lstrip("-"))
+        if redact(arg) != arg or (named_option and i + 1 < len(args)):
+            raise UsageError(f"argument {redact(arg)!r} carries a secret, and crontab lines are readable: "
+                             "let the job read it from the environment or a file instead")
+
+
+def resolve_job(job: str, cwd: Path | None = None) -> tuple[str, str]:
+    """``(spec, name)`` for an entry: a job file made absolute (as given, or found in ``./jobs`` or
+    ``$BATCHKIT_JOBS_PATH``, which cron will not have), else the spec as given (``module:attr``, a
+    ready-made job). The job is loaded once, so a broken job is refused now rather than at 3 a.m.;
+    ``name`` is the job's name as history records it."""
+    cwd = cwd or Path.cwd()
+    head, sep, attr = job.rpartition(":")
+    file, attr = (head, attr) if sep and head.endswith(".py") else (job, "")
+    path = Path(file).expanduser()
+    candidates = [path if path.is_absolute() else cwd / path]
+    if os.sep not in file and ":" not in file:
+        dirs = [cwd / "jobs"] + [Path(d) for d in os.environ.get("BATCHKIT_JOBS_PATH", "").split(os.pathsep) if d]
+        candidates += [d / (file if file.endswith(".py") else file + ".py") for d in dirs]
+    spec = next((str(c.resolve()) + (f":{attr}" if attr else "") for c in candidates if c.is_file()), None)
+    if spec is None and (file.endswith(".py") or os.sep in file):
+        raise UsageError(f"job file {file!r} not found; give a path to a job file or a job name")
+    spec = spec or job
+    try:
+        from .jobfind import find_job
+    except ImportError:  # the job loader is optional here: fall back to the file's name
+        return spec, attr or Path(file).stem.rsplit(":", 1)[-1]
+    return spec, find_job(spec).name
+
+
+def explicit_path() -> str:
+    """PATH for the entry: the interpreter's directory first, then the absolute entries of ours."""
+    seen: list[str] = []
+    for d in [os.path.dirname(sys.executable)] + os.environ.get("PATH", "").split(os.pathsep):
+        if d and os.path.isabs(d) and d not in seen:
+            seen.append(d)
+    return os.pathsep.join(seen or ["/usr/bin", "/bin"])
+
+
+def build_command(job: str, args: Sequence[str] = (), *, log: str | os.PathLike, cwd: str | os.PathLike | None = None,
+                  home: str | os.PathLike | None = None, python: str | None = None,
+                  path: str | None = None) -> list[str]:
+    """The argv-like parts of an entry's shell command (see :func:`render_command`)."""
+    from .journal import default_home
+
+    check_no_secrets(list(args))
+    return ["cd", os.path.abspath(cwd or os.getcwd()), "&&",
+            f"PATH={path or explicit_path()}", f"BATCHKIT_HOME={os.path.abspath(home or default_home())}",
+            os.path.abspath(python or sys.executable), "-m", "batchkit", "run", job, "--quiet", *args,
+            ">>", os.path.abspath(log), "2>&1"]
+
+
+_OPERATORS = {"&&", ">>", "2>&1"}
+
+
+def render_command(parts: Sequence[str]) -> str:
+    """Join :func:`build_command`'s parts into one shell command, quoting every word."""
+    out = []
+    for word in parts:
+        if word in _OPERATORS:
+            out.append(word)
+        elif word.startswith(("PATH=", "BATCHKIT_HOME=")):
+            name, value = word.split("=", 1)
+            out.append(f"{name}={cron_quote(value)}")
+        else:
+            out.append(cron_quote(word))
+    return " ".join(out)
+
+
+def render_line(schedule: str, command: str, name: str, job: str | None = None) -> str:
+    """One crontab line for our entry, rendered by python-crontab (which escapes ``%``)."""
+    from crontab import CronTab
+
+    item = CronTab(tab="").new(command=command, comment=f"{TAG}{name} job={job}" if job else TAG + name)
+    item.setall(schedule)
+    return item.render()
+
+
+# -- the crontab ------------------------------------------------------------------------------------
+
+@dataclass
+class Entry:
+    """One of our crontab entries, as read back."""
+
+    name: str
+    schedule: str
+    command: str  # what cron hands to sh (``%`` unescaped)
+    line: str  # the line as it is in the crontab
+    job: str | None = None  # the job's name in history, as resolved when the entry was added
+
+    def words(self) -> list[str]:
+        """The command split as sh would split it."""
+        try:
+            return shlex.split(self.command, comments=True)
+        except ValueError:
+            return []
+
+    @property
+    def home(self) -> str | None:
+        """The ``BATCHKIT_HOME`` the entry pins, if any."""
+        for word in self.words():
+            if word.startswith("BATCHKIT_HOME="):
+                return word.split("=", 1)[1]
+        return None
+
+
+def parse_entry(line: str) -> Entry | None:
+    """Our entry on ``line``, or ``None`` for any other line (python-crontab reads it)."""
+    if TAG not in line or line.lstrip().startswith("#"):
+        return None
+    from crontab import CronTab
+
+    items = list(CronTab(tab=line + "\n"))
+    if len(items) != 1 or not items[0].is_valid() or not (items[0].comment or "").startswith(TAG):
+        return None
+    item = items[0]
+    name, *rest = item.comment[len(TAG):].split() or [""]
+    job = next((w[4:] for w in rest if w.startswith("job=")), None)
+    return Entry(name, str(item.slices), item.command, line, job)
+
+
+class Crontab:
+    """A crontab: a FILE (``--crontab`` / ``$BATCHKIT_CRONTAB``) or, without one, the user's own
+    crontab through the ``crontab`` program."""
+
+    def __init__(self, file: str | os.PathLike | None = None) -> None:
+        file = file or os.environ.get("BATCHKIT_CRONTAB") or None
+        self.file = Path(file).expanduser().absolute() if file else None
+
+    def __str__(self) -> str:
+        return str(self.file) if self.file else "the user's crontab"
+
+    def read(self) -> str:
+        """The crontab's text ('' when there is none yet)."""
+        if self.file is not None:
+            try:
+                return self.file.read_bytes().decode("utf-8", "surrogateescape")
+            except FileNotFoundError:
+                return ""
+            except OSError as exc:
+                raise UsageError(f"cannot read crontab {self.file}: {exc.strerror}") from None
+        proc = self._crontab(["-l"])
+        if proc.returncode != 0:
+            if "no crontab" in proc.stderr.lower():
+                return ""
+            raise UsageError(f"crontab -l failed: {proc.stderr.strip() or proc.returncode}")
+        return proc.stdout
+
+    def write(self, text: str) -> None:
+        """Replace the crontab with ``text`` (a FILE atomically, keeping its mode)."""
+        if self.file is None:
+            proc = self._crontab(["-"], text)
+            if proc.returncode != 0:
+                raise UsageError(f"crontab refused the new table: {proc.stderr.strip()}")
+            return
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        mode = self.file.stat().st_mode & 0o7777 if self.file.exists() else 0o600
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.file.name}.", dir=self.file.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(text.encode("utf-8", "surrogateescape"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, self.file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def _crontab(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(["crontab", *args], input=stdin, capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            raise UsageError("the crontab program is not installed; pass --crontab FILE "
+                             "(or set BATCHKIT_CRONTAB)") from None
+
+    def entries(self) -> list[Entry]:
+        """Our entries, in file order."""
+        return [e for e in map(parse_entry, self.read().splitlines()) if e is not None]
+
+    def add(self, name: str, schedule: str, command: str, *, job: str | None = None,
+            replace: bool = False) -> Entry:
+        """Install an entry (appended, or in place of the entry ``name`` with ``replace``)."""
+        if not name or any(c.isspace() for c in name) or "#" in name:
+            raise UsageError(f"entry name {name!r} must be one word without '#'")
+        line = render_line(validate_schedule(schedule), command, name, job)
+        text = self.read()
+        lines = text.splitlines(keepends=True)
+        at = [i for i, raw in enumerate(lines) if (e := parse_entry(raw.rstrip("\r\n"))) and e.name == name]
+        if at and not replace:
+            raise UsageError(f"{self} already has an entry named {name!r}: remove it first "
+                             "(batchkit cron remove NAME), pass --replace, or choose another --name")
+        if at:
+            lines[at[0]] = line + "\n"
+            for i in reversed(at[1:]):
+                del lines[i]
+        else:
+            if lines and not lines[-1].endswith("\n"):
+                lines[-1] += "\n"  # cron needs every line terminated; the line's own bytes stay
+            lines.append(line + "\n")
+        self.write("".join(lines))
+        entry = parse_entry(line)
+        assert entry is not None
+        return entry
+
+    def remove(self, name: str | None = None) -> list[Entry]:
+        """Remove the entry ``name`` (every entry of ours with ``None``); returns what was removed."""
+        kept, removed = [], []
+        for raw in self.read().splitlines(keepends=True):
+            entry = parse_entry(raw.rstrip("\r\n"))
+            if entry is not None and (name is None or entry.name == name):
+                removed.append(entry)
+            else:
+                kept.append(raw)
+        if removed:
+            self.write("".join(kept))
+        return removed
+
+
+def last_result(entry: Entry) -> str:
+    """The entry's last run from history: ``"succeeded 2024-05-01 03:00"``, or ``"never run"``."""
+    from .journal import Journal
+
+    home = entry.home
+    db = Path(home) / "batchkit.db" if home else None
+    if entry.job is None or (db is not None and not db.exists()):
+        return "never run"
+    try:
+        with Journal(db) as journal:
+            runs = journal.runs(job=entry.job, limit=1)
+    except Exception as exc:  # history is a courtesy here: never fail a listing over it
+        return f"unknown ({exc})"
+    if not runs:
+        return "never run"
+    run = runs[0]
+    when = datetime.fromtimestamp(run.get("ended") or run["started"]).strftime("%Y-%m-%d %H:%M")
+    counts = f" ({run['failed']} failed)" if run.get("failed") else ""
+    return f"{run['state']}{counts} {when}"
+
+
+# -- Windows Task Scheduler ---------------------------------------------------------------------------
+
+_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+_ALIASES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
+            "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
+
+
+def schtasks_schedule(schedule: str) -> list[str]:
+    """The ``/SC ...`` options of ``schtasks /Create`` for a cron schedule, when there is one."""
+    from croniter import croniter
+
+    text = _ALIASES.get(schedule.strip().lower(), schedule.strip())
+    if text == "@reboot":
+        return ["/SC", "ONSTART"]
+    fields = text.split()
+    (minute, hour, dom, month, dow), _ = croniter.expand(text)
+    star = [f == "*" for f in fields]
+    single_time = len(minute) == 1 and len(hour) == 1 and minute != ["*"] and hour != ["*"]
+    at = f"{hour[0]:02d}:{minute[0]:02d}" if single_time else None
+    if star[1:] == [True] * 4 and fields[0].startswith(("*/", "*")):
+        step = fields[0][2:] if fields[0].startswith("*/") else "1"
+        return ["/SC", "MINUTE", "/MO", step]
+    if star[1:] == [True] * 4 and len(minute) == 1:
+        return ["/SC", "HOURLY", "/ST", f"00:{minute[0]:02d}"]
+    if fields[1].startswith("*/") and star[2:] == [True] * 3 and len(minute) == 1:
+        return ["/SC", "HOURLY", "/MO", fields[1][2:], "/ST", f"00:{minute[0]:02d}"]
+    if at and star[2:] == [True] * 3:
+        return ["/SC", "DAILY", "/ST", at]
+    if at and star[2:4] == [True, True]:
+        return ["/SC", "WEEKLY", "/D", ",".join(_DAYS[d % 7] for d in dow), "/ST", at]
+    if at and star[4] and not star[2] and "L" not in fields[2]:
+        months = [] if star[3] else ["/M", ",".join(_MONTHS[m - 1] for m in month)]
+        return ["/SC", "MONTHLY", *months, "/D", ",".join(str(d) for d in dom), "/ST", at]
+    raise UsageError(f"schedule {schedule!r} has no simple Task Scheduler equivalent; "
+                     "create the task in the Task Scheduler UI, or use a daily/weekly/monthly schedule")
+
+
+def schtasks_command(name: str, schedule: str, job: str, args: Sequence[str], *, log: str,
+                     cwd: str | None = None, python: str | None = None) -> str:
+    """The ``schtasks /Create`` command line (for cmd.exe) equivalent to our crontab entry."""
+    words = [job, *args, str(log), str(cwd or os.getcwd())]
+    if any(c in w for w in words for c in '"%\n'):
+        raise UsageError("arguments with '\"', '%' or a newline cannot be passed safely through "
+                         "schtasks and cmd.exe; use a wrapper .cmd file instead")
+    check_no_secrets(list(args))
+    run = " ".join(_win_quote(w) for w in [python or sys.executable, "-m", "batchkit", "run", job, "--quiet", *args])
+    inner = f"cd /d {_win_quote(cwd or os.getcwd())} && {run} >> {_win_quote(log)} 2>&1"
+    # cmd /s /c "...": cmd strips exactly the outer quotes; schtasks wants inner quotes as \".
+    tr = f'cmd /s /c "{inner}"'.replace('"', '\\"')
+    return " ".join(["schtasks /Create /TN", _win_quote(f"batchkit\\{name}"), f'/TR "{tr}"',
+                     *schtasks_schedule(schedule), "/F"])
+
+
+def _win_quote(word: str) -> str:
+    return f'"{word}"' if not word or any(c in word for c in ' &|<>^()') else word
