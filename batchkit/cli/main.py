@@ -8,7 +8,12 @@ from typing import Any
 import click
 
 # name -> (module, attribute, one-line help). Modules are imported only when the command runs.
-COMMANDS: dict[str, tuple[str, str, str]] = {}
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    # running jobs
+    "run": ("batchkit.cli.run", "run", "Run a job (a file, a name or module:attr) over items or files."),
+    "exec": ("batchkit.cli.exec", "exec_", "Run one shell command per item: 'gzip -9 {}' --files logs."),
+    "jobs": ("batchkit.cli.jobs", "jobs", "List the jobs that `batchkit run` can find."),
+}
 
 EPILOG = """\b
 Exit codes:

@@ -1,0 +1,141 @@
+"""``batchkit run JOB [JOB ARGS] [OPTIONS]``: run a job found by path, name or ``module:attr``.
+
+``run`` is a click group whose sub-commands are the jobs: naming a job loads it and builds a
+command from its own parameters plus the engine and operations options, so
+``batchkit run checksum --help`` shows checksum's options. Listing the jobs (``batchkit run
+--help``) reads job files without importing them.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import BackendError, UsageError
+from ..jobs import Job, Param, _signature, _unwrap_type
+from .main import EPILOG
+from .options import OPS_KWARGS, CliError, OneLineCommand, OneLineErrors, engine_params, job_params, ops_params
+
+
+class RunGroup(OneLineErrors, click.Group):
+    """Sub-commands are jobs, resolved when named."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from ..jobfind import list_jobs
+
+        return [info.name for info in list_jobs()]
+
+    def format_commands(self, ctx: click.Context, formatter: Any) -> None:
+        from ..jobfind import list_jobs
+
+        rows = [(info.name, info.help) for info in list_jobs()]
+        if rows:
+            with formatter.section("Jobs found (batchkit run JOB --help for a job's options)"):
+                formatter.write_dl(rows)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from ..jobfind import find_job
+
+        try:
+            job = find_job(name)
+        except UsageError as exc:
+            raise CliError(str(exc)) from None
+        return job_command(job, name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        # Kept for the "resume with" hint: the command line exactly as given.
+        ctx.meta["batchkit.argv"] = ["run", *args]
+        return name, cmd, rest
+
+
+class JobCommand(OneLineCommand):
+    """One job as a click command."""
+
+
+def job_command(job: Job, spec: str) -> click.Command:
+    """A click command running ``job`` (named ``spec`` on the command line)."""
+    try:
+        params = job.params()
+    except UsageError as exc:
+        raise CliError(str(exc)) from None
+    callback = functools.partial(_run_job, job, params)
+    return JobCommand(
+        name=spec,
+        params=[*job_params(params), *engine_params(job.backend or "process"), *ops_params()],
+        callback=click.pass_context(callback),
+        help=job.description,
+        short_help=job.help,
+        epilog=EPILOG,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+
+
+def _run_job(job: Job, params: list[Param], ctx: click.Context, /, **kwargs: Any) -> None:
+    from .runner import execute
+
+    job_values = {p.name: _from_cli(p, kwargs.pop(p.name)) for p in params}
+    ops_kwargs = {k: kwargs.pop(k) for k in OPS_KWARGS}
+    argv = ctx.meta.get("batchkit.argv") or ["run", ctx.info_name or job.name]
+    code = guarded(lambda: execute(_bind(job, job_values, bool(kwargs.get("input_file"))),
+                                   kwargs, ops_kwargs, argv))
+    ctx.exit(code)
+
+
+def _bind(job: Job, values: dict, from_lines: bool) -> Any:
+    bound = job.bind(**values)
+    kind = _item_converter(job) if from_lines else None
+    if kind is not None:
+        bound.fn = _Converted(bound.fn, kind)
+    return bound
+
+
+def _from_cli(p: Param, value: Any) -> Any:
+    if p.choices is not None and value is not None:
+        by_text = {str(c): c for c in p.choices}  # click.Choice gives text; Literal[1, 2] wants ints
+        return by_text.get(value, value)
+    if p.multiple and value is not None:
+        return list(value)
+    return value
+
+
+def _item_converter(job: Job) -> type | None:
+    """The type lines from ``--input`` are converted to, from the first step's annotation."""
+    fn = job.steps[0][1]
+    params, hints = _signature(fn)
+    kind, _, _ = _unwrap_type(hints.get(params[0].name, params[0].annotation), None)
+    return kind if kind in (int, float, Path) else None
+
+
+class _Converted:
+    """The per-item function with ``str`` items converted first (``--input`` lines are text)."""
+
+    def __init__(self, fn: Any, kind: type) -> None:
+        self.fn = fn
+        self.kind = kind
+
+    def __call__(self, item: Any) -> Any:
+        return self.fn(self.kind(item) if isinstance(item, str) else item)
+
+
+def guarded(call: Any) -> int:
+    """Run ``call``; turn batchkit's own errors into one line and an exit code."""
+    try:
+        return call()
+    except UsageError as exc:
+        raise CliError(str(exc)) from None
+    except BackendError as exc:
+        raise CliError(str(exc), 3) from None
+
+
+@click.group(cls=RunGroup, no_args_is_help=True, epilog=EPILOG, subcommand_metavar="JOB [JOB ARGS]...",
+             context_settings={"help_option_names": ["-h", "--help"]})
+def run() -> None:
+    """Run a job: a path to a job file, a job name, or module:attr.
+
+    Names are found in ./jobs, in $BATCHKIT_JOBS_PATH, among the ready-made jobs and in the
+    'batchkit.jobs' entry-point group. `batchkit run JOB --help` shows the job's options.
+    """

@@ -1,0 +1,486 @@
+"""Jobs: ``@bk.job`` turns a plain function into a :class:`Job` that runs from Python and the CLI.
+
+The first parameter of the function receives one item; its other parameters become the job's
+options (on the command line: ``--name VALUE``, typed from the annotations and defaults, with
+help from an ``Args:`` section of the docstring). A job may also declare::
+
+    @job.source    # where items come from; parameters without defaults become arguments (ROOT)
+    @job.step      # a further step: receives the previous step's value (and ``item`` if asked)
+    @job.setup     # once before the run (validate options, create directories)
+    @job.teardown  # once after the run, whatever happened
+    @job.finish    # once after a completed run, with every outcome (e.g. write a manifest)
+
+>>> @bk.job
+... def shout(item: str, suffix: str = "!") -> str:
+...     '''Upper-case each item.'''
+...     return item.upper() + suffix
+>>> shout.run(["a", "b"], suffix="?", backend="thread").values()
+['A?', 'B?']
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import os
+import re
+import typing
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from .errors import UsageError
+from .retry import Retry, coerce_retry
+
+# Keyword arguments of bk.run: Job.run passes these to the engine, never to the job.
+ENGINE_KWARGS = ("backend", "workers", "chunk_size", "ordered", "retry", "timeout", "progress",
+                 "journal", "resume", "key", "max_failures", "desc")
+# Names the command line uses for its own options; a job option may not take one of them.
+RESERVED = frozenset(ENGINE_KWARGS) | {
+    "input", "files", "include", "exclude", "output", "json", "quiet", "scheduler", "retries",
+    "retry_backoff", "retry_on", "retry_failed", "no_journal", "wait_lock", "show_failures",
+    "unordered", "log_file", "log_format", "notify", "notify_on", "ping", "metrics_file", "help",
+    "keep_output",
+}
+
+
+@dataclasses.dataclass
+class Param:
+    """One job option or argument, described without reference to click.
+
+    ``type`` is the Python type values should have (``str``, ``int``, ``float``, ``bool``,
+    ``Path``); ``choices`` is set for ``Literal[...]``; ``multiple`` for ``list[X]``;
+    ``argument`` for the item source's positional parameters (``ROOT``).
+    """
+
+    name: str
+    type: type = str
+    default: Any = None
+    required: bool = False
+    help: str = ""
+    choices: tuple | None = None
+    multiple: bool = False
+    argument: bool = False
+
+
+class StepFailed(Exception):
+    """Raised (from the original error) when one step of a multi-step job fails; the worker
+    records the original error with ``ItemError.step`` set to the step's name."""
+
+
+def _first_line(doc: str | None) -> str:
+    text = inspect.cleandoc(doc or "").strip()
+    return text.splitlines()[0].strip() if text else ""
+
+
+_ARGS_HEAD = re.compile(r"^(Args|Arguments|Parameters|Options):\s*$")
+_ARG_LINE = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _param_help(doc: str | None) -> dict[str, str]:
+    """``{name: text}`` from a Google-style ``Args:`` section of a docstring."""
+    helps: dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    inside, current, indent = False, None, None
+    for line in lines:
+        if _ARGS_HEAD.match(line.strip()) and not line.startswith(" "):
+            inside, current, indent = True, None, None
+            continue
+        if not inside:
+            continue
+        if line and not line.startswith(" "):
+            break  # the next section
+        stripped = line.strip()
+        if not stripped:
+            current = None
+            continue
+        this_indent = len(line) - len(line.lstrip())
+        match = _ARG_LINE.match(stripped)
+        if match and (indent is None or this_indent <= indent):
+            indent = this_indent
+            current = match.group(1)
+            helps[current] = match.group(2).strip()
+        elif current is not None:
+            helps[current] = (helps[current] + " " + stripped).strip()
+    return helps
+
+
+def _without_args(doc: str) -> str:
+    """``doc`` less its ``Args:`` section (the CLI shows that per option)."""
+    out, inside = [], False
+    for line in doc.splitlines():
+        if _ARGS_HEAD.match(line.strip()) and not line.startswith(" "):
+            inside = True
+            continue
+        if inside and line and not line.startswith(" "):
+            inside = False
+        if not inside:
+            out.append(line)
+    return "\n".join(out).strip()
+
+
+def _unwrap_type(annotation: Any, default: Any) -> tuple[type, tuple | None, bool]:
+    """``(python type, choices, multiple)`` for an annotation (Optional, Literal, list...)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return (type(default) if default is not None and default is not inspect.Parameter.empty
+                and isinstance(default, (int, float, bool, str, Path)) else str), None, False
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or (origin is not None and type(annotation).__name__ == "UnionType"):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return _unwrap_type(rest[0], default)
+        return str, None, False
+    if origin is typing.Literal:
+        return type(args[0]), tuple(args), False
+    if origin in (list, tuple, set, frozenset) or (origin is not None and origin.__name__ in ("Sequence", "Iterable")):
+        inner = args[0] if args else str
+        kind, choices, _ = _unwrap_type(inner, None)
+        return kind, choices, True
+    if isinstance(annotation, type) and issubclass(annotation, os.PathLike):
+        return Path, None, False
+    if annotation in (str, int, float, bool):
+        return annotation, None, False
+    return str, None, False
+
+
+def _signature(fn: Callable[..., Any]) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that cannot be evaluated: fall back to no types
+        hints = {}
+    params = list(inspect.signature(fn).parameters.values())
+    return params, hints
+
+
+class Job:
+    """A job: one or more steps run on every item, with options, made by :func:`job`.
+
+    Attributes: ``name``, ``help`` (the docstring's first line), ``description`` (the
+    docstring less its ``Args:`` section), ``backend`` (default backend), ``key`` (the item's
+    journal key, optional), ``steps`` (``[(name, fn)]``).
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, help: str | None = None,
+                 backend: str | None = None, key: Callable[[Any], Any] | None = None,
+                 writes_stdout: bool | Callable[[dict], bool] = False) -> None:
+        if not callable(fn):
+            raise UsageError(f"@bk.job needs a function, got {type(fn).__name__}")
+        self.name = name or getattr(fn, "__name__", "job")
+        self.doc = inspect.cleandoc(fn.__doc__ or "")
+        self.help = help or _first_line(fn.__doc__)
+        self.description = _without_args(self.doc) or self.help
+        self.backend = backend
+        self.key = key
+        self.writes_stdout = writes_stdout
+        self.module = getattr(fn, "__module__", None)
+        self.steps: list[tuple[str, Callable[..., Any]]] = [(getattr(fn, "__name__", self.name), fn)]
+        self._source: Callable[..., Iterable[Any]] | None = None
+        self._setup: Callable[..., Any] | None = None
+        self._teardown: Callable[..., Any] | None = None
+        self._finish: Callable[..., Any] | None = None
+        params, _ = _signature(fn)
+        if not params or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
+                                                inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            raise UsageError(f"job {self.name!r}: the function's first parameter must receive the item")
+        self.params()  # check the options now, at decoration time
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name}: {self.help}>"
+
+    def __call__(self, item: Any, **options: Any) -> Any:
+        """Run every step on one ``item`` here, in this process (handy in tests)."""
+        return self.bind(**options).fn(item)
+
+    # -- declaring ---------------------------------------------------------------------------
+
+    def step(self, fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+        """Add a step run after the previous ones; it receives the previous step's value.
+
+        A step that declares a parameter named ``item`` also receives the original item. When
+        a step raises, the item fails with the step's name in ``ItemError.step``.
+        """
+        def add(f: Callable[..., Any]) -> Callable[..., Any]:
+            self.steps.append((name or f.__name__, f))
+            self.params()
+            return f
+
+        return add(fn) if fn is not None else add
+
+    def source(self, fn: Callable[..., Iterable[Any]]) -> Callable[..., Iterable[Any]]:
+        """Declare where items come from when none are given (e.g. the files under ``ROOT``).
+
+        Its parameters without a default become positional command-line arguments.
+        """
+        self._source = fn
+        self.params()
+        return fn
+
+    def setup(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``fn`` once before the run; raise :class:`bk.UsageError` to refuse bad options."""
+        self._setup = fn
+        self.params()
+        return fn
+
+    def teardown(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``fn`` once after the run, whether it succeeded, failed or was interrupted."""
+        self._teardown = fn
+        self.params()
+        return fn
+
+    def finish(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``fn(outcomes, **options)`` once a run completes (not when it was interrupted).
+
+        ``outcomes`` lists every item's :class:`~batchkit.Outcome` in input order, including
+        those finished by an earlier attempt of a resumed run (rebuilt from the journal).
+        A parameter named ``report`` receives this run's :class:`~batchkit.Report`.
+        """
+        self._finish = fn
+        self.params()
+        return fn
+
+    # -- options -----------------------------------------------------------------------------
+
+    def _hooks(self) -> list[tuple[Callable[..., Any], int]]:
+        """Every function with options, and how many leading parameters are not options."""
+        hooks = [(fn, 1) for _, fn in self.steps]
+        if self._finish is not None:
+            hooks.append((self._finish, 1))
+        hooks += [(f, 0) for f in (self._source, self._setup, self._teardown) if f is not None]
+        return hooks
+
+    def params(self) -> list[Param]:
+        """Every option and argument of the job, arguments (from the source) first."""
+        found: dict[str, Param] = {}
+        helps = _param_help(self.doc)
+        for fn, skip in self._hooks():
+            params, hints = _signature(fn)
+            helps = {**_param_help(fn.__doc__), **helps}
+            for p in params[skip:]:
+                if p.name in ("item", "report") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                if p.name in RESERVED:
+                    raise UsageError(f"job {self.name!r}: option {p.name!r} clashes with batchkit's own "
+                                     f"--{p.name.replace('_', '-')}; rename it")
+                kind, choices, multiple = _unwrap_type(hints.get(p.name, p.annotation), p.default)
+                required = p.default is inspect.Parameter.empty
+                param = Param(p.name, kind, None if required else p.default, required,
+                              helps.get(p.name, ""), choices, multiple,
+                              argument=fn is self._source and required)
+                old = found.get(p.name)
+                if old is not None and (old.type, old.default) != (param.type, param.default):
+                    raise UsageError(f"job {self.name!r}: option {p.name!r} is declared twice "
+                                     "with different types or defaults")
+                if old is None or param.argument:
+                    found[p.name] = param
+        return sorted(found.values(), key=lambda p: not p.argument)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def bind(self, **options: Any) -> BoundJob:
+        """Check ``options`` against the job's parameters and fill in the defaults."""
+        params = {p.name: p for p in self.params()}
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            known = ", ".join(sorted(params)) or "none"
+            raise UsageError(f"job {self.name!r} has no option {unknown[0]!r} (its options: {known})")
+        values = {}
+        for name, p in params.items():
+            if name in options:
+                values[name] = options[name]
+            elif p.required and not p.argument:
+                raise UsageError(f"job {self.name!r} needs the option {name!r}")
+            else:
+                values[name] = p.default  # a missing argument stays None: only the source needs it
+        return BoundJob(self, values)
+
+    def run(self, items: Iterable[Any] | None = None, /, **kwargs: Any) -> Any:
+        """Run the job over ``items`` (or its own source) and return a :class:`~batchkit.Report`.
+
+        Keyword arguments named like :func:`batchkit.run`'s (``backend``, ``workers``,
+        ``retry``, ``journal``, ...) go to the engine; the others are the job's options.
+        """
+        from .api import run as engine_run
+
+        engine = {k: kwargs.pop(k) for k in ENGINE_KWARGS if k in kwargs}
+        bound = self.bind(**kwargs)
+        engine.setdefault("backend", self.backend or "process")
+        engine.setdefault("desc", self.name)
+        if self.key is not None:
+            engine.setdefault("key", self.key)
+        engine["retry"] = step_aware(engine.get("retry"))
+        source = bound.items(items)
+        bound.setup()
+        try:
+            report = engine_run(bound.fn, source, **engine)
+            bound.finish(report.outcomes, report)
+        finally:
+            bound.teardown()
+        return report
+
+
+class BoundJob:
+    """A job with its option values: the per-item function and the hooks, ready to call."""
+
+    def __init__(self, job: Job, values: dict[str, Any]) -> None:
+        self.job = job
+        self.values = values
+        self.fn = self._pipeline()
+
+    def _kwargs(self, fn: Callable[..., Any], skip: int) -> dict[str, Any]:
+        params, _ = _signature(fn)
+        return {p.name: self.values[p.name] for p in params[skip:] if p.name in self.values}
+
+    def _pipeline(self) -> Callable[[Any], Any]:
+        steps = [(name, fn, self._kwargs(fn, 1)) for name, fn in self.job.steps]
+        if len(steps) == 1:
+            _, fn, kw = steps[0]
+            return functools.partial(fn, **kw) if kw else fn
+        # Later steps may ask for the original item by declaring a parameter named `item`.
+        wants_item = tuple(i > 0 and "item" in list(inspect.signature(fn).parameters)[1:]
+                           for i, (_, fn, _) in enumerate(steps))
+        return Pipeline(steps, wants_item)
+
+    def _call(self, fn: Callable[..., Any] | None, *first: Any) -> Any:
+        if fn is None:
+            return None
+        return fn(*first, **self._kwargs(fn, len(first)))
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The option values as JSON-friendly data (paths made absolute), for the journal."""
+        def plain(v: Any) -> Any:
+            if isinstance(v, os.PathLike):
+                return os.path.abspath(os.fspath(v))
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            return v
+        return {k: plain(v) for k, v in self.values.items()}
+
+    def items(self, given: Iterable[Any] | None = None) -> Iterable[Any]:
+        """``given``, or the items of the job's source."""
+        if given is not None:
+            return given
+        if self.job._source is None:
+            raise UsageError(f"job {self.job.name!r} has no item source: pass items "
+                             "(on the command line --input FILE or --files ROOT)")
+        missing = [p.name for p in self.job.params() if p.argument and self.values.get(p.name) is None]
+        if missing:
+            raise UsageError(f"job {self.job.name!r} needs {missing[0].upper()}")
+        return self._call(self.job._source)
+
+    def setup(self) -> None:
+        """Run the job's set-up, if any."""
+        self._call(self.job._setup)
+
+    def teardown(self) -> None:
+        """Run the job's tear-down, if any."""
+        self._call(self.job._teardown)
+
+    def finish(self, outcomes: list, report: Any = None) -> Any:
+        """Run the job's finishing step with every outcome, if it has one."""
+        fn = self.job._finish
+        if fn is None:
+            return None
+        kw = self._kwargs(fn, 1)
+        if "report" in inspect.signature(fn).parameters:
+            kw["report"] = report
+        return fn(outcomes, **kw)
+
+    def writes_stdout(self) -> bool:
+        """Whether the job writes its data to stdout with these options (the CLI then keeps
+        its own output off stdout)."""
+        w = self.job.writes_stdout
+        return bool(w(self.values) if callable(w) else w)
+
+
+class Pipeline:
+    """The per-item function of a multi-step job: each step gets the previous step's value.
+
+    A top-level class (not a closure) so it pickles to worker processes and Dask workers.
+    """
+
+    def __init__(self, steps: list[tuple[str, Callable[..., Any], dict]], wants_item: tuple[bool, ...]) -> None:
+        self.steps = steps
+        self.wants_item = wants_item
+
+    def __call__(self, item: Any) -> Any:
+        value = item
+        for (name, fn, kw), wants_item in zip(self.steps, self.wants_item):
+            try:
+                value = fn(value, item=item, **kw) if wants_item else fn(value, **kw)
+            except Exception as exc:
+                # The worker records the original error (our cause) and names the step.
+                err = StepFailed(f"step {name!r} failed: {type(exc).__name__}: {exc}")
+                err.__batchkit_step__ = name  # type: ignore[attr-defined]
+                raise err from exc
+        return value
+
+
+class MatchError:
+    """A retry predicate: does an error match ``on`` (exception types, a predicate, or type
+    *names* such as ``"TimeoutError"``, matching subclasses too)?
+
+    It looks through :class:`StepFailed` to the failed step's own error. A top-level class so
+    it pickles to workers.
+    """
+
+    def __init__(self, on: Any) -> None:
+        self.on = on
+
+    def __call__(self, exc: BaseException) -> bool:
+        if isinstance(exc, StepFailed) and exc.__cause__ is not None:
+            exc = exc.__cause__
+        on = self.on
+        if isinstance(on, (type, tuple)):
+            on = on if isinstance(on, tuple) else (on,)
+            names = {c.__name__ for c in type(exc).__mro__}
+            return any(o in names if isinstance(o, str) else isinstance(exc, o) for o in on)
+        return bool(on(exc))
+
+
+def step_aware(retry: Retry | int | None) -> Retry | None:
+    """``retry`` with its ``on`` matching the failed step's error rather than the wrapper."""
+    retry = coerce_retry(retry)
+    if retry is None or isinstance(retry.on, MatchError):
+        return retry
+    return dataclasses.replace(retry, on=MatchError(retry.on))
+
+
+def job(fn: Callable[..., Any] | None = None, *, name: str | None = None, help: str | None = None,
+        backend: str | None = None, key: Callable[[Any], Any] | None = None,
+        writes_stdout: bool | Callable[[dict], bool] = False) -> Any:
+    """Make a :class:`Job` of ``fn``: ``@bk.job`` or ``@bk.job(name=..., backend="thread")``.
+
+    ``backend`` is the job's default backend; ``key`` gives each item's journal key;
+    ``writes_stdout`` says (for given option values) that the job writes its data to stdout.
+    """
+    def make(f: Callable[..., Any]) -> Job:
+        return Job(f, name=name, help=help, backend=backend, key=key, writes_stdout=writes_stdout)
+
+    return make(fn) if fn is not None else make
+
+
+def describe_file(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``[(name, first docstring line)]`` of the jobs in a file, read without importing it."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=os.fspath(path))
+    except (OSError, SyntaxError, ValueError) as exc:
+        return [(Path(path).stem, f"(cannot read: {type(exc).__name__})")]
+    found = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for deco in node.decorator_list:
+            target = deco.func if isinstance(deco, ast.Call) else deco
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            if name == "job":
+                job_name = node.name
+                if isinstance(deco, ast.Call):
+                    for kw in deco.keywords:
+                        if kw.arg == "name" and isinstance(kw.value, ast.Constant):
+                            job_name = str(kw.value.value)
+                found.append((job_name, _first_line(ast.get_docstring(node))))
+    return found

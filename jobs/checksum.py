@@ -1,0 +1,150 @@
+"""Hash every file under ROOT into a manifest that `sha256sum -c` accepts, or verify one.
+
+    batchkit run checksum /data > data.sha256          # manifest on stdout, summary on stderr
+    batchkit run checksum /data --manifest data.sha256 --workers 2
+    batchkit run checksum /data --verify data.sha256   # mismatches and missing files fail
+
+Paths are written as `find ROOT` prints them, with coreutils' escaping: a name containing a
+backslash, a newline or a carriage return gets a leading backslash on its line, and those
+characters are written as \\\\, \\n and \\r.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import batchkit as bk
+
+# shake_* need a length, so they cannot write a coreutils-style manifest.
+ALGORITHMS = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
+BLOCK = 1 << 20
+
+
+class ChecksumMismatch(Exception):
+    """A file's digest differs from the one in the manifest."""
+
+
+def _key(item) -> str:
+    # Verify items are (path, expected digest); the journal key is the path either way.
+    return os.fspath(item[0] if isinstance(item, tuple) else item)
+
+
+def _writes_stdout(options: dict) -> bool:
+    return options.get("manifest") is None and options.get("verify") is None
+
+
+@bk.job(backend="process", key=_key, writes_stdout=_writes_stdout)
+def checksum(item, algorithm: str = "sha256") -> str:
+    """Hash every file under ROOT into a sha256sum-style manifest, or --verify one.
+
+    Args:
+        algorithm: Hash algorithm (any of Python's guaranteed ones: sha256, sha512, md5, sha1, blake2b...).
+    """
+    if isinstance(item, tuple):
+        path, expected = item
+        digest = _digest(path, algorithm)
+        if digest != expected:
+            raise ChecksumMismatch(f"{path}: {algorithm} is {digest}, the manifest says {expected}")
+        return digest
+    return _digest(item, algorithm)
+
+
+def _digest(path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            block = f.read(BLOCK)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+@checksum.source
+def _items(root: Path, verify: Path | None = None):
+    """The files under ROOT, or with --verify the manifest's entries under ROOT."""
+    if verify is None:
+        return bk.files(root)
+    if not Path(root).exists():
+        raise bk.UsageError(f"{root}: no such file or directory")
+    entries = list(read_manifest(verify))
+    prefix = os.path.normpath(os.fspath(root))
+    wanted = [(p, d) for p, d in entries
+              if prefix in (".", p) or os.path.normpath(p).startswith(prefix.rstrip("/") + "/")]
+    if entries and not wanted:
+        raise bk.UsageError(f"no entry of {verify} is under {root} (paths are read as written, "
+                            "relative to the current directory, as sha256sum -c does)")
+    return wanted
+
+
+@checksum.setup
+def _check(algorithm: str = "sha256", manifest: Path | None = None, verify: Path | None = None) -> None:
+    if algorithm not in ALGORITHMS:
+        raise bk.UsageError(f"unknown --algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+    if manifest is not None and verify is not None:
+        raise bk.UsageError("--manifest writes a manifest and --verify reads one: pick one")
+
+
+@checksum.finish
+def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None = None) -> None:
+    """Write the manifest (in input order: as `find` lists the tree) to --manifest or stdout.
+
+    Args:
+        manifest: Write the manifest to this file (atomically) instead of stdout.
+        verify: Check the files against this manifest instead of writing one.
+    """
+    if verify is not None:
+        return
+    data = b"".join(manifest_line(str(o.item), o.value) for o in outcomes if o.ok)
+    if manifest is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(manifest))
+    fd, tmp = tempfile.mkstemp(prefix=".checksum-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, manifest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def manifest_line(path: str, digest: str) -> bytes:
+    """One coreutils line: ``digest  path``, escaped as sha256sum escapes names."""
+    name = os.fsencode(path)
+    if any(c in name for c in (b"\\", b"\n", b"\r")):
+        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + digest.encode() + b"  " + name + b"\n"
+    return digest.encode() + b"  " + name + b"\n"
+
+
+_LINE = re.compile(rb"^(\\?)([0-9a-fA-F]+) [ *](.*)$", re.S)
+_UNESCAPE = {b"\\\\": b"\\", b"\\n": b"\n", b"\\r": b"\r"}
+
+
+def read_manifest(path: Path):
+    """``(path, digest)`` for each line of a coreutils manifest (escaped names unescaped)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise bk.UsageError(f"--verify {path}: {exc.strerror or exc}") from None
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise bk.UsageError(f"--verify {path}, line {number}: not a 'DIGEST  PATH' line")
+        escaped, digest, name = match.groups()
+        if escaped:
+            name = re.sub(rb"\\[\\nr]", lambda m: _UNESCAPE[m.group(0)], name)
+        yield os.fsdecode(name), digest.decode().lower()
