@@ -79,6 +79,9 @@ class WorkerBeacon:
         self._floats = memoryview(self._map).cast("d")
         self._base = slot * FIELDS
         self._ints[self._base] = os.getpid()
+        # For the hot loop: ``positions[position_index] = i`` without a method call.
+        self.positions = self._ints
+        self.position_index = self._base + 1
 
     def at(self, position: int) -> None:
         """The worker is starting the item at ``position`` (or is done, at ``len(items)``)."""
@@ -87,6 +90,7 @@ class WorkerBeacon:
 
     def close(self) -> None:
         """Unmap (views first: an mmap with live views cannot close)."""
+        self.positions = None
         self._ints.release()
         self._floats.release()
         self._map.close()

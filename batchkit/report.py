@@ -28,10 +28,11 @@ class ChunkOutcomes:
         self.indices = indices  # None: the chunk covers input positions start .. start + n - 1
         self.items = items
         self.keys = keys
-        self.values: list = [None] * n
+        # Filled by merge(); allocated here only when the chunk arrives in pieces.
+        self.values: list = []
         self.errors: dict[int, ItemError] = {}
         self.attempts: dict[int, int] = {}
-        self.durations = array("d", bytes(8 * n))
+        self.durations = array("d")
         self.remaining = n
 
     def __len__(self) -> int:
@@ -48,6 +49,7 @@ class ChunkOutcomes:
             self.values = result.values
             self.durations = result.durations
         else:
+            self._allocate()
             self.values[lo:lo + n] = result.values
             self.durations[lo:lo + n] = result.durations
         for pos, err in result.errors.items():
@@ -56,8 +58,15 @@ class ChunkOutcomes:
             self.attempts[lo + pos] = count
         self.remaining -= n
 
+    def _allocate(self) -> None:
+        n = len(self.items)
+        if len(self.values) != n:
+            self.values = [None] * n
+            self.durations = array("d", bytes(8 * n))
+
     def fail(self, pos: int, error: ItemError, duration: float = 0.0) -> None:
         """Record ``error`` for the item at ``pos`` (a crash or a timeout seen by the engine)."""
+        self._allocate()
         self.values[pos] = None
         self.errors[pos] = error
         self.durations[pos] = duration

@@ -8,6 +8,7 @@ pickling cost per item close to that of a plain ``Pool.map``.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from array import array
@@ -93,29 +94,79 @@ def _capture(exc: BaseException) -> ItemError:
 
 def run_chunk(task: Task) -> ChunkResult:
     """Run ``task.fn`` on every item of ``task.items``; never raises for an item's error."""
-    if task.retry is None and task.timeout is None and task.beacon is None and task.stop is None:
-        return _run_plain(task.fn, task.items)
+    if task.retry is None and task.timeout is None:
+        return _run_fast(task)
     return _run_general(task)
 
 
-def _run_plain(fn: Callable[[Any], Any], items: list) -> ChunkResult:
-    # The hot path for tiny items: no retry, no timeout, no beacon. Kept short on purpose.
+def _durations(start: float, stamps: array) -> array:
+    # Item i took stamps[i] - stamps[i-1]: one clock read per item instead of two, and the
+    # subtraction done here in C rather than in the loop.
+    if not stamps:
+        return array("d")
+    before = array("d", [start])
+    before.extend(stamps[:-1])
+    return array("d", map(operator.sub, stamps, before))
+
+
+# Items are timed one by one until the first PROBE of a chunk prove tiny (under FAST seconds on
+# average); the rest then run untimed and share the average, because for an item of a few
+# hundred nanoseconds the clock read would cost as much as the item.
+PROBE = 32
+FAST = 5e-6
+_NOWHERE = [0]  # where the position goes when there is no beacon: a store as cheap as the real one
+_NEVER = (False,)
+
+
+def _run_fast(task: Task) -> ChunkResult:
+    # The hot path (no retry, no timeout). For tiny items every operation per item counts.
+    fn, items = task.fn, task.items
+    stop = task.stop or _NEVER
     values: list = []
     errors: dict[int, ItemError] = {}
-    durations = array("d")
+    stamps = array("d")
     append = values.append
-    dappend = durations.append
+    stamp = stamps.append
     clock = time.perf_counter
+    beacon = WorkerBeacon(*task.beacon) if task.beacon else None
+    position, slot = (beacon.positions, beacon.position_index) if beacon else (_NOWHERE, 0)
     start = clock()
-    for i, item in enumerate(items):
-        t0 = clock()
-        try:
-            append(fn(item))
-        except CAPTURED as exc:
-            append(None)
-            errors[i] = _capture(exc)
-        dappend(clock() - t0)
-    return ChunkResult(values, errors, {}, durations, clock() - start)
+    try:
+        walk = enumerate(items)
+        untimed = False
+        for i, item in walk:
+            position[slot] = i  # which item this worker is on, for crash pinning
+            if stop[0]:
+                break
+            try:
+                append(fn(item))
+            except CAPTURED as exc:
+                append(None)
+                errors[i] = _capture(exc)
+            stamp(clock())
+            if i == PROBE - 1 and stamps[-1] - start < PROBE * FAST:
+                untimed = True
+                break
+        if untimed:
+            for i, item in walk:
+                position[slot] = i
+                if stop[0]:
+                    break
+                try:
+                    append(fn(item))
+                except CAPTURED as exc:
+                    append(None)
+                    errors[i] = _capture(exc)
+        position[slot] = len(items)
+        end = clock()
+    finally:
+        if beacon is not None:
+            beacon.close()
+    durations = _durations(start, stamps)
+    rest = len(values) - len(stamps)
+    if rest:
+        durations.extend(array("d", [(end - stamps[-1]) / rest]) * rest)
+    return ChunkResult(values, errors, {}, durations, end - start)
 
 
 def _run_general(task: Task) -> ChunkResult:

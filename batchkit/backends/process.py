@@ -1,10 +1,11 @@
-"""The process backend: joblib's loky reusable executor (cloudpickle, robust to dead workers)."""
+"""The process backend: a loky process pool (cloudpickle, robust to dead workers)."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
 import re
+import threading
 from typing import Any, Callable
 
 from ..errors import BackendError, UsageError, WorkerCrashed
@@ -15,11 +16,12 @@ IDLE_TIMEOUT = 120
 
 
 class ProcessBackend(Backend):
-    """Runs chunks in worker processes from loky's reusable executor.
+    """Runs chunks in worker processes from a loky executor (joblib's vendored loky).
 
     Functions go to workers with cloudpickle, so lambdas, closures and functions defined in
-    ``__main__`` or a notebook cell work. The pool is reused across runs (and rebuilt after a
-    worker dies). ``workers`` defaults to the number of CPUs.
+    ``__main__`` or a notebook cell work. The pool is kept between runs, so a notebook's
+    second run starts warm, and rebuilt after a worker dies. ``workers`` defaults to the
+    number of CPUs.
     """
 
     name = "process"
@@ -29,26 +31,57 @@ class ProcessBackend(Backend):
         self.workers = workers or os.cpu_count() or 1
         self._executor: Any = None
 
-    def _get_executor(self) -> Any:
-        from joblib.externals.loky import get_reusable_executor
-
-        # Returns the same executor while it is healthy, a fresh one after a worker died.
-        self._executor = get_reusable_executor(max_workers=self.workers, timeout=IDLE_TIMEOUT)
-        return self._executor
-
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
-        try:
-            inner = self._get_executor().submit(fn, arg)
-        except Exception as exc:  # a pool broken between get and submit, or a pickling error
-            return failed_future(_translate(exc))
-        return relay(inner, _translate)
+        for attempt in (1, 2):
+            self._executor = _shared_executor(self.workers, fresh=attempt == 2)
+            try:
+                inner = self._executor.submit(fn, arg)
+            except Exception as exc:
+                if attempt == 1 and _is_broken(exc):
+                    continue  # the pool died since the last call: build a new one and resubmit
+                return failed_future(_translate(exc))
+            return relay(inner, _translate)
+        raise AssertionError("unreachable")
 
     def close(self, *, kill: bool = False) -> None:
-        # The reusable executor outlives a run on purpose (warm workers for the next one);
-        # it is only torn down when a run is interrupted.
+        # The pool outlives a run on purpose (warm workers for the next one); it is only torn
+        # down when a run is interrupted.
         if kill and self._executor is not None:
+            _drop_shared(self._executor)
             self._executor.shutdown(wait=False, kill_workers=True)
             self._executor = None
+
+
+# batchkit's own pool, not loky's get_reusable_executor(): that singleton is shared with
+# joblib.Parallel, and joblib breaks when it finds an executor it did not configure.
+_lock = threading.Lock()
+_shared: dict[str, Any] = {"executor": None, "workers": 0}
+
+
+def _shared_executor(workers: int, fresh: bool = False) -> Any:
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    with _lock:
+        executor = _shared["executor"]
+        if executor is not None and (fresh or _shared["workers"] != workers):
+            executor.shutdown(wait=False, kill_workers=fresh)
+            executor = None
+        if executor is None:
+            executor = ProcessPoolExecutor(max_workers=workers, timeout=IDLE_TIMEOUT)
+            _shared.update(executor=executor, workers=workers)
+        return executor
+
+
+def _drop_shared(executor: Any) -> None:
+    with _lock:
+        if _shared["executor"] is executor:
+            _shared.update(executor=None, workers=0)
+
+
+def _is_broken(exc: BaseException) -> bool:
+    from joblib.externals.loky.process_executor import BrokenProcessPool, ShutdownExecutorError
+
+    return isinstance(exc, (BrokenProcessPool, ShutdownExecutorError)) or "shutdown" in str(exc)
 
 
 _EXITCODE = re.compile(r"\((-?\d+)\)|\b(-?\d+)\b")
