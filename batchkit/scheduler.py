@@ -1,0 +1,266 @@
+"""An in-process scheduler for hosts and containers without cron: :class:`Scheduler`.
+
+It reads a small table of ``SCHEDULE JOB [ARGS]`` lines (:func:`parse_table`) or takes one
+``--every`` entry, and runs each job when it is due as a child process
+``python -m batchkit run JOB ARGS``, so every run takes the usual lock and is recorded in
+history like any other. Rules:
+
+- never two overlapping runs of one entry: a run that comes due while the previous one is still
+  going is skipped (and logged);
+- a run missed while the scheduler was down runs once at start-up, if it was due no longer than
+  ``grace`` seconds ago (the last start of each entry is kept in ``$BATCHKIT_HOME/scheduler/``);
+- SIGTERM or SIGINT stops it cleanly: no new runs, the signal is passed on to running jobs (which
+  record what they finished and exit 143 / 130, resumable), and after ``stop_timeout`` seconds
+  any job still running is killed.
+
+Schedules are five cron fields, ``@daily``-style names, six fields (croniter's seconds field,
+last) or ``@every DURATION`` (``@every 10m``: at start-up, then every 10 minutes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .cron import validate_schedule
+from .errors import UsageError
+from .units import parse_duration
+
+TICK = 0.2  # how often the loop wakes to reap children and check the clock
+_CRON_FIELD = re.compile(r"^[\d*/,\-?LW#A-Za-z]+$")
+
+
+@dataclass
+class Entry:
+    """One scheduled job: ``schedule`` (cron text or ``@every D``) and the ``run`` arguments."""
+
+    schedule: str
+    argv: list[str]
+    name: str = ""
+    every: float | None = None  # seconds, for @every
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+    started: float = 0.0
+    signalled: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise UsageError(f"schedule {self.schedule!r} has no job to run")
+        if self.schedule.startswith("@every"):
+            text = self.schedule[len("@every"):].strip()
+            self.every = parse_duration(text)
+            if self.every <= 0:
+                raise UsageError(f"@every {text}: the interval must be more than 0 seconds")
+            self.schedule = f"@every {text}"
+        else:
+            self.schedule = validate_schedule(self.schedule, seconds=True)
+        self.name = self.name or Path(self.argv[0].split(":")[0]).stem or self.argv[0]
+
+    @property
+    def key(self) -> str:
+        """Identifies the entry across restarts (its schedule and arguments)."""
+        text = json.dumps([self.schedule, self.argv])
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+    def next_after(self, t: float, first: bool = False) -> float:
+        """When this entry is next due after time ``t`` (``first``: at start-up, when @every runs at once)."""
+        if self.every is not None:
+            return t if first else t + self.every
+        from croniter import croniter
+
+        return croniter(self.schedule, datetime.fromtimestamp(t)).get_next(datetime).timestamp()
+
+    def previous(self, t: float) -> float | None:
+        """When a cron entry was last due at or before ``t`` (``None`` for @every)."""
+        if self.every is not None:
+            return None
+        from croniter import croniter
+
+        return croniter(self.schedule, datetime.fromtimestamp(t)).get_prev(datetime).timestamp()
+
+
+def parse_line(line: str, where: str = "") -> Entry | None:
+    """An :class:`Entry` from ``SCHEDULE JOB [ARGS]`` (``None`` for blank and ``#`` lines)."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError as exc:
+        raise UsageError(f"{where}{exc}") from None
+    if not words:
+        return None
+    if words[0] == "@every":
+        schedule, rest = " ".join(words[:2]), words[2:]
+    elif words[0].startswith("@"):
+        schedule, rest = words[0], words[1:]
+    else:
+        # Five cron fields, or six when the sixth also reads as a field (croniter's seconds).
+        n = 6 if len(words) > 6 and _CRON_FIELD.match(words[5]) and not words[5].endswith(".py") else 5
+        schedule, rest = " ".join(words[:n]), words[n:]
+    try:
+        return Entry(schedule, rest)
+    except UsageError as exc:
+        raise UsageError(f"{where}{exc}") from None
+
+
+def parse_table(path: str | os.PathLike) -> list[Entry]:
+    """Every entry of a schedule file; errors name the file and line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read schedule file {path}: {exc.strerror or exc}") from None
+    entries = [e for n, line in enumerate(lines, 1) if (e := parse_line(line, f"{path}, line {n}: "))]
+    if not entries:
+        raise UsageError(f"schedule file {path} has no entries: write lines like '0 3 * * * JOB ARGS'")
+    names = [e.name for e in entries]
+    for i, e in enumerate(entries):  # two entries of one job: tell them apart in the log
+        if names.count(e.name) > 1:
+            e.name = f"{e.name}#{i + 1}"
+    return entries
+
+
+def default_command(entry: Entry) -> list[str]:
+    """The child process of a run: this interpreter running ``batchkit run``."""
+    return [sys.executable, "-m", "batchkit", "run", *entry.argv]
+
+
+class Scheduler:
+    """Runs ``entries`` on their schedules until :meth:`stop` (or SIGTERM / SIGINT in :meth:`run`)."""
+
+    def __init__(self, entries: Sequence[Entry], *, grace: float = 3600.0, state_dir: str | os.PathLike | None = None,
+                 stop_timeout: float = 30.0, log: Callable[[str], None] | None = None,
+                 command: Callable[[Entry], list[str]] = default_command) -> None:
+        from .journal import default_home
+
+        self.entries = list(entries)
+        self.grace = grace
+        self.stop_timeout = stop_timeout
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.command = command
+        digest = hashlib.blake2b("\n".join(e.key for e in self.entries).encode(), digest_size=6).hexdigest()
+        self.state_path = Path(state_dir or default_home() / "scheduler") / f"{digest}.json"
+        self.stopped = False
+        self.signum: int | None = None  # the signal that stopped us, if one did
+        self.runs = 0
+
+    def _say(self, text: str) -> None:
+        self.log(f"{datetime.now():%Y-%m-%d %H:%M:%S} schedule: {text}")
+
+    def _load(self) -> dict[str, float]:
+        try:
+            return {k: float(v) for k, v in json.loads(self.state_path.read_text()).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def _save(self, state: dict[str, float]) -> None:
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+
+    def stop(self, signum: int | None = None) -> None:
+        """Ask the loop to stop: no new runs; running jobs get ``signum`` (default SIGTERM)."""
+        if not self.stopped:
+            self.stopped, self.signum = True, signum
+            self._pass_on(signum or signal.SIGTERM)
+
+    def _pass_on(self, signum: int) -> None:
+        for e in self.entries:
+            # Once only: a second SIGINT would make a job stop at once instead of cleanly.
+            if e.proc is not None and not e.signalled and e.proc.poll() is None:
+                e.signalled = True
+                try:
+                    os.killpg(e.proc.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    def run(self) -> int:
+        """Loop until stopped; returns 143 after SIGTERM, 130 after SIGINT, 0 after :meth:`stop`."""
+        handlers = {}
+        try:
+            for s in (signal.SIGTERM, signal.SIGINT):
+                handlers[s] = signal.signal(s, lambda signum, frame: self.stop(signum))
+        except ValueError:
+            pass  # not the main thread: rely on stop()
+        try:
+            self._loop()
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        return 128 + self.signum if self.signum else 0
+
+    def _loop(self) -> None:
+        state = self._load()
+        now = time.time()
+        due: dict[str, float] = {}
+        for e in self.entries:
+            last = state.get(e.key)
+            prev = e.previous(now)
+            if last is not None and prev is not None and prev > last and now - prev <= self.grace:
+                self._say(f"{e.name}: missed the run due {datetime.fromtimestamp(prev):%Y-%m-%d %H:%M:%S}; "
+                          "running it now")
+                due[e.key] = now
+            else:
+                due[e.key] = e.next_after(now, first=True)
+            self._say(f"{e.name}: {e.schedule}, next run {datetime.fromtimestamp(due[e.key]):%Y-%m-%d %H:%M:%S}")
+        while not self.stopped:
+            now = time.time()
+            for e in self.entries:
+                self._reap(e)
+                if now < due[e.key]:
+                    continue
+                if e.proc is not None:
+                    self._say(f"{e.name}: skipped the run due now: the previous one (pid {e.proc.pid}) "
+                              "is still running")
+                else:
+                    self._start(e, now)
+                    state[e.key] = now
+                    self._save(state)
+                due[e.key] = e.next_after(now)
+            time.sleep(max(0.0, min(TICK, min(due.values()) - time.time())))
+        self._shutdown()
+
+    def _start(self, e: Entry, now: float) -> None:
+        try:
+            # Own process group: a Ctrl-C in the terminal reaches the job once, through us.
+            e.proc = subprocess.Popen(self.command(e), start_new_session=True)
+        except OSError as exc:
+            self._say(f"{e.name}: could not start: {exc}")
+            return
+        e.started = now
+        e.signalled = False
+        self.runs += 1
+        self._say(f"{e.name}: started (pid {e.proc.pid})")
+
+    def _reap(self, e: Entry) -> None:
+        if e.proc is None or e.proc.poll() is None:
+            return
+        code = e.proc.returncode
+        what = {0: "succeeded", 1: "finished with failed items", 75: "skipped: another run holds the lock",
+                2: "usage error", 3: "could not run"}.get(code, f"exit {code}")
+        self._say(f"{e.name}: {what} (exit {code}) after {time.time() - e.started:.1f}s")
+        e.proc = None
+
+    def _shutdown(self) -> None:
+        self._pass_on(self.signum or signal.SIGTERM)  # a job started while the signal arrived
+        running = [e for e in self.entries if e.proc is not None and e.proc.poll() is None]
+        name = signal.Signals(self.signum).name if self.signum else "stop"
+        self._say(f"{name}: stopping" + (f"; waiting for {len(running)} running job(s)" if running else ""))
+        deadline = time.monotonic() + self.stop_timeout
+        for e in running:
+            try:
+                e.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._say(f"{e.name}: still running after {self.stop_timeout:g}s; killing it")
+                os.killpg(e.proc.pid, signal.SIGKILL)
+                e.proc.wait()
+        for e in self.entries:
+            self._reap(e)
