@@ -13,6 +13,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("batchkit.cli.run", "run", "Run a job (a file, a name or module:attr) over items or files."),
     "exec": ("batchkit.cli.exec", "exec_", "Run one shell command per item: 'gzip -9 {}' --files logs."),
     "jobs": ("batchkit.cli.jobs", "jobs", "List the jobs that `batchkit run` can find."),
+    # nightly operations
+    "cron": ("batchkit.cli.cron", "cron", "Add, list or remove crontab entries that run batchkit jobs."),
+    "schedule": ("batchkit.cli.schedule", "schedule", "Run jobs on cron schedules in the foreground (no cron)."),
+    "history": ("batchkit.cli.history", "history", "Past runs with state, counts, duration and throughput."),
+    "show": ("batchkit.cli.history", "show", "One run's failures with their messages."),
+    "status": ("batchkit.cli.history", "status", "Runs in progress: done, failed, pending, rate, ETA."),
 }
 
 EPILOG = """\b
