@@ -9,6 +9,7 @@ command from its own parameters plus the engine and operations options, so
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +81,14 @@ def _run_job(job: Job, params: list[Param], ctx: click.Context, /, **kwargs: Any
     job_values = {p.name: _from_cli(p, kwargs.pop(p.name)) for p in params}
     ops_kwargs = {k: kwargs.pop(k) for k in OPS_KWARGS}
     argv = ctx.meta.get("batchkit.argv") or ["run", ctx.info_name or job.name]
-    code = guarded(lambda: execute(_bind(job, job_values, bool(kwargs.get("input_file"))),
-                                   kwargs, ops_kwargs, argv))
+    generic = bool(kwargs.get("input_file") or kwargs.get("files_root"))
+    code = guarded(lambda: execute(_bind(job, job_values, generic), kwargs, ops_kwargs, argv))
     ctx.exit(code)
 
 
-def _bind(job: Job, values: dict, from_lines: bool) -> Any:
+def _bind(job: Job, values: dict, generic_items: bool) -> Any:
     bound = job.bind(**values)
-    kind = _item_converter(job) if from_lines else None
+    kind = _item_converter(job) if generic_items else None
     if kind is not None:
         bound.fn = _Converted(bound.fn, kind)
     return bound
@@ -103,22 +104,27 @@ def _from_cli(p: Param, value: Any) -> Any:
 
 
 def _item_converter(job: Job) -> type | None:
-    """The type lines from ``--input`` are converted to, from the first step's annotation."""
+    """What ``--input`` lines (text) and ``--files`` items (paths) are converted to: the type
+    the job's first parameter is annotated with, if it is str, int, float or Path."""
     fn = job.steps[0][1]
     params, hints = _signature(fn)
-    kind, _, _ = _unwrap_type(hints.get(params[0].name, params[0].annotation), None)
-    return kind if kind in (int, float, Path) else None
+    annotation = hints.get(params[0].name, params[0].annotation)
+    if annotation is inspect.Parameter.empty:
+        return None
+    kind, _, _ = _unwrap_type(annotation, None)
+    return kind if kind in (str, int, float, Path) else None
 
 
 class _Converted:
-    """The per-item function with ``str`` items converted first (``--input`` lines are text)."""
+    """The per-item function with items converted to the job's item type first."""
 
     def __init__(self, fn: Any, kind: type) -> None:
         self.fn = fn
         self.kind = kind
 
     def __call__(self, item: Any) -> Any:
-        return self.fn(self.kind(item) if isinstance(item, str) else item)
+        kind = self.kind
+        return self.fn(item if isinstance(item, kind) else kind(item))
 
 
 def guarded(call: Any) -> int:
