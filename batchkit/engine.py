@@ -50,6 +50,7 @@ class _Sub:
     slot: int | None = None
     killed_at: int | None = None  # position we killed the worker at, for a timeout
     task: Task | None = None
+    check_values: bool = False  # re-run after its results could not be pickled
 
 
 def parse_max_failures(value: MaxFailures) -> MaxFailures:
@@ -175,6 +176,7 @@ class Engine:
             source = self._source(chunker)
             exhausted = False
             queue: deque[_Sub] = deque()  # slices to re-run after a crash
+            self._queue = queue
             isolate: deque[_Sub] = deque()  # suspects of a crash, each to be run alone
             waiting: dict[int, ChunkOutcomes] = {}  # finished, held back to keep input order
             next_seq = 0
@@ -189,7 +191,7 @@ class Engine:
                 where = (beacon.path, sub.slot) if beacon is not None and sub.slot is not None else None
                 # `stop` only reaches in-memory workers; pickling drops it (see Task).
                 sub.task = Task(self.fn, items, self.retry, self.timeout, where,
-                                None if backend.beacon else stop)
+                                None if backend.beacon else stop, sub.check_values)
                 in_flight[backend.submit(run_chunk, sub.task)] = sub
 
             while True:
@@ -297,6 +299,13 @@ class Engine:
         if beacon is not None:
             beacon.release(sub.slot)
         if exc is not None:
+            if _is_pickling_error(exc):
+                if not sub.check_values:
+                    # Most likely one value could not travel back: re-run the slice checking each.
+                    self._queue.append(_Sub(sub.chunk, sub.lo, sub.hi, sub.isolated, check_values=True))
+                    return
+                raise UsageError(f"could not send the function or its items to the workers: {exc}; "
+                                 "make them picklable, or use backend='thread'") from exc
             if isinstance(exc, (UsageError, BackendError)):
                 raise exc
             raise BackendError(f"the {type(exc).__name__} backend call failed: {exc}") from exc
@@ -418,6 +427,11 @@ class Engine:
         if self.total is None:
             return None
         return self.total - self.seen
+
+
+def _is_pickling_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return "pickl" in text or "serializ" in text
 
 
 def _crash_error(exc: WorkerCrashed) -> ItemError:

@@ -9,6 +9,7 @@ pickling cost per item close to that of a plain ``Pool.map``.
 from __future__ import annotations
 
 import operator
+import pickle
 import threading
 import time
 from array import array
@@ -30,7 +31,7 @@ class Task:
     arguments element by element looking for futures, which is slow for a big chunk.
     """
 
-    __slots__ = ("fn", "items", "retry", "timeout", "beacon", "stop")
+    __slots__ = ("fn", "items", "retry", "timeout", "beacon", "stop", "check_values")
 
     def __init__(
         self,
@@ -40,6 +41,7 @@ class Task:
         timeout: float | None = None,
         beacon: tuple[str, int] | None = None,
         stop: list | None = None,
+        check_values: bool = False,
     ) -> None:
         self.fn = fn
         self.items = items
@@ -49,12 +51,15 @@ class Task:
         # In-memory backends only (serial, thread): the engine sets stop[0] to make the
         # chunk return early when the run is interrupted, since threads cannot be killed.
         self.stop = stop
+        # Set when this chunk's results failed to travel back: test-pickle each value so only
+        # the item whose value cannot be pickled fails.
+        self.check_values = check_values
 
     def __getstate__(self) -> tuple:
-        return (self.fn, self.items, self.retry, self.timeout, self.beacon)
+        return (self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values)
 
     def __setstate__(self, state: tuple) -> None:
-        self.fn, self.items, self.retry, self.timeout, self.beacon = state
+        self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values = state
         self.stop = None
 
 
@@ -94,7 +99,7 @@ def _capture(exc: BaseException) -> ItemError:
 
 def run_chunk(task: Task) -> ChunkResult:
     """Run ``task.fn`` on every item of ``task.items``; never raises for an item's error."""
-    if task.retry is None and task.timeout is None:
+    if task.retry is None and task.timeout is None and not task.check_values:
         return _run_fast(task)
     return _run_general(task)
 
@@ -203,6 +208,13 @@ def _run_general(task: Task) -> ChunkResult:
                         continue
                 break
             durations.append(clock() - t0)
+            if task.check_values and error is None:
+                try:
+                    pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:
+                    value, error = None, ItemError(
+                        type(exc).__name__,
+                        f"the value returned cannot be sent back from the worker: {exc}", "", "exception")
             values.append(value)
             if error is not None:
                 errors[i] = error
