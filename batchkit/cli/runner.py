@@ -267,6 +267,10 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
             except Interrupted as exc:
                 say.note(f"stopped by {exc.signame} while waiting for the lock")
                 return exc.exit_code
+            except OSError as exc:
+                say.error(f"cannot take the run lock {lock.path}: {exc.strerror or exc}; "
+                          "set BATCHKIT_HOME to a writable directory")
+                return 3
             try:
                 if not no_journal:
                     journal = Journal()
@@ -401,7 +405,7 @@ def _print(say: _Say, summary: dict, recorder: Recorder | None, report: Any, as_
            show_failures: bool, argv: list[str], journaled: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, default=_jsonable))
-    else:
+    elif recorder is not None:  # the run started: counts (even if nothing ran) say how far it got
         s = summary
         line = (f"{s['job']}: {s['succeeded']} succeeded, {s['failed']} failed"
                 + (f", {s['skipped']} skipped (finished earlier)" if s["skipped"] else "")
