@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import imap, run
-from .engine import Outcomes
+from .api import Outcomes, imap, run
 from .errors import BackendError, BatchFailed, BatchkitError, UsageError, WorkerCrashed
 from .files import FileWalk, files
 from .outcome import ItemError, Outcome

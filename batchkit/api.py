@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Iterator
 
-from .engine import Engine, MaxFailures, Outcomes
+from .engine import Engine, MaxFailures
 from .journal import Journal, RunRecord, item_key
+from .outcome import Outcome
 from .report import ChunkOutcomes, Report
 from .retry import Retry
 
@@ -80,6 +81,40 @@ class _Session:
                         input_errors=getattr(self.items, "errors", None), desc=e.desc,
                         run_id=self.record.id if self.record else None)
         return report
+
+
+class Outcomes:
+    """What :func:`imap` returns: an iterator of :class:`Outcome`, plus what the run found out
+    (``skipped``, ``halted``, ``not_run``) once it is exhausted."""
+
+    def __init__(self, engine: Engine, chunks: Iterator[ChunkOutcomes]) -> None:
+        self._engine = engine
+        self._gen = (outcome for chunk in chunks for outcome in chunk.outcomes())
+
+    def __iter__(self) -> Outcomes:
+        return self
+
+    def __next__(self) -> Outcome:
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Stop the run early: in-flight work is cancelled and workers released."""
+        self._gen.close()
+
+    @property
+    def skipped(self) -> int:
+        """Items skipped because an earlier run finished them."""
+        return self._engine.skipped
+
+    @property
+    def halted(self) -> str | None:
+        """Why dispatching stopped early, or ``None``."""
+        return self._engine.halted
+
+    @property
+    def not_run(self) -> int | None:
+        """Items never started because of ``max_failures``."""
+        return self._engine.not_run
 
 
 def run(fn: Callable[[Any], Any], items: Iterable[Any], *, backend: Any = "process", workers: int | None = None,

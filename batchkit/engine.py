@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
-import os
-import signal
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Union
 
 from .backends import resolve
 from .beacon import Beacon
 from .chunking import Chunker, check_chunk_size, split
 from .errors import BackendError, Interrupted, UsageError, WorkerCrashed
-from .outcome import ItemError, Outcome
 from .progress import make_progress
+from .recovery import Slice, is_pickling_error, kill_overdue, recover
 from .report import ChunkOutcomes
 from .retry import Retry, coerce_retry
 from .worker import Task, run_chunk
@@ -37,20 +34,6 @@ MAX_BARREN_RESTARTS = 5
 
 # Engines running now, so a signal handler (see interrupt.py) can ask them to stop cleanly.
 ACTIVE: weakref.WeakSet = weakref.WeakSet()
-
-
-@dataclass
-class _Sub:
-    """A slice ``[lo, hi)`` of a chunk, submitted as one task."""
-
-    chunk: ChunkOutcomes
-    lo: int
-    hi: int
-    isolated: bool = False
-    slot: int | None = None
-    killed_at: int | None = None  # position we killed the worker at, for a timeout
-    task: Task | None = None
-    check_values: bool = False  # re-run after its results could not be pickled
 
 
 def parse_max_failures(value: MaxFailures) -> MaxFailures:
@@ -159,7 +142,7 @@ class Engine:
         kill = True
         beacon = None
         progress = None
-        in_flight: dict[cf.Future, _Sub] = {}
+        in_flight: dict[cf.Future, Slice] = {}
         stop = [False]
         ACTIVE.add(self)
         try:
@@ -175,15 +158,15 @@ class Engine:
             limit = self._failure_limit()
             source = self._source(chunker)
             exhausted = False
-            queue: deque[_Sub] = deque()  # slices to re-run after a crash
+            queue: deque[Slice] = deque()  # slices to re-run after a crash
             self._queue = queue
-            isolate: deque[_Sub] = deque()  # suspects of a crash, each to be run alone
+            isolate: deque[Slice] = deque()  # suspects of a crash, each to be run alone
             waiting: dict[int, ChunkOutcomes] = {}  # finished, held back to keep input order
             next_seq = 0
             open_chunks = 0
             barren = 0
 
-            def submit(sub: _Sub) -> None:
+            def submit(sub: Slice) -> None:
                 if beacon is not None:
                     sub.slot = beacon.acquire()
                 whole = sub.lo == 0 and sub.hi == len(sub.chunk)
@@ -215,7 +198,7 @@ class Engine:
                                 progress.set_total(self.seen - self.skipped)
                             break
                         open_chunks += 1
-                        submit(_Sub(chunk, 0, len(chunk)))
+                        submit(Slice(chunk, 0, len(chunk)))
                 if self.stopping is not None and (not in_flight or time.monotonic() > self._stop_deadline):
                     kill = bool(in_flight)
                     raise self.stopping
@@ -226,7 +209,7 @@ class Engine:
 
                 poll = 0.5 if self.timeout is None or beacon is None else min(0.5, self.timeout / 10)
                 done, _ = cf.wait(list(in_flight), timeout=poll, return_when=cf.FIRST_COMPLETED)
-                crashed: list[tuple[_Sub, WorkerCrashed]] = []
+                crashed: list[tuple[Slice, WorkerCrashed]] = []
                 finished: list[ChunkOutcomes] = []
                 for fut in done:
                     sub = in_flight.pop(fut)
@@ -237,9 +220,15 @@ class Engine:
                         rest, _ = cf.wait(list(in_flight), timeout=30)
                         for fut in rest:
                             self._collect(in_flight.pop(fut), fut, crashed, finished, chunker, beacon)
-                    progressed = self._recover(crashed, queue, isolate, finished, beacon)
+                    fix = recover(crashed, beacon, self.timeout)
+                    queue.extend(fix.rerun)
+                    isolate.extend(fix.isolate)
+                    for chunk, pos, error, duration in fix.failed:
+                        chunk.fail(pos, error, duration)
+                        if chunk.remaining == 0:
+                            finished.append(chunk)
                     self.restarts += 1
-                    barren = 0 if progressed else barren + 1
+                    barren = 0 if fix.progressed else barren + 1
                     if barren >= MAX_BARREN_RESTARTS:
                         raise BackendError(
                             f"the {backend.name} workers died {barren} times in a row before running "
@@ -248,10 +237,9 @@ class Engine:
                 elif done:
                     barren = 0
                 if beacon is not None and self.timeout is not None:
-                    self._kill_overdue(in_flight, beacon)
+                    kill_overdue(in_flight.values(), beacon, self.timeout)
 
                 for chunk in finished:
-                    open_chunks -= 1
                     n_failed = len(chunk.errors)
                     self.failed += n_failed
                     self.succeeded += len(chunk) - n_failed
@@ -261,10 +249,14 @@ class Engine:
                     if limit is not None and self.halted is None and self.failed >= limit(self):
                         self.halted = self._halt_message()
                     if not self.ordered:
+                        open_chunks -= 1
                         yield chunk
                     else:
                         waiting[chunk.seq] = chunk
+                # Held-back chunks count as open, so a slow first chunk cannot make the
+                # ordered stream buffer the whole input.
                 while next_seq in waiting:
+                    open_chunks -= 1
                     yield waiting.pop(next_seq)
                     next_seq += 1
             kill = False
@@ -290,7 +282,7 @@ class Engine:
 
     # -- what came back ----------------------------------------------------------------------
 
-    def _collect(self, sub: _Sub, fut: cf.Future, crashed: list, finished: list,
+    def _collect(self, sub: Slice, fut: cf.Future, crashed: list, finished: list,
                  chunker: Chunker, beacon: Beacon | None) -> None:
         exc = fut.exception()
         if isinstance(exc, WorkerCrashed):
@@ -299,10 +291,10 @@ class Engine:
         if beacon is not None:
             beacon.release(sub.slot)
         if exc is not None:
-            if _is_pickling_error(exc):
+            if is_pickling_error(exc):
                 if not sub.check_values:
                     # Most likely one value could not travel back: re-run the slice checking each.
-                    self._queue.append(_Sub(sub.chunk, sub.lo, sub.hi, sub.isolated, check_values=True))
+                    self._queue.append(Slice(sub.chunk, sub.lo, sub.hi, sub.isolated, check_values=True))
                     return
                 raise UsageError(f"could not send the function or its items to the workers: {exc}; "
                                  "make them picklable, or use backend='thread'") from exc
@@ -318,84 +310,6 @@ class Engine:
         sub.chunk.merge(sub.lo, result)
         if sub.chunk.remaining == 0:
             finished.append(sub.chunk)
-
-    def _recover(self, crashed: list[tuple[_Sub, WorkerCrashed]], queue: deque, isolate: deque,
-                 finished: list, beacon: Beacon | None) -> bool:
-        """Turn dead workers back into work: re-run what was lost, pin the crash on one item.
-
-        Returns whether any item was found running (so the restart made progress).
-        """
-        progressed = False
-        if beacon is None:
-            # No beacon (Dask): the scheduler already re-ran the task on other workers and gave
-            # up. Tasks merely queued on a dying worker can be blamed too, so bisect: halves are
-            # re-run, a single item is re-run alone, and only one that kills a worker alone crashed.
-            for sub, exc in crashed:
-                progressed = True
-                if sub.isolated:
-                    self._fail(sub.chunk, sub.lo, _crash_error(exc), finished)
-                elif sub.hi - sub.lo == 1:
-                    isolate.append(_Sub(sub.chunk, sub.lo, sub.hi, isolated=True))
-                else:
-                    mid = (sub.lo + sub.hi) // 2
-                    queue.append(_Sub(sub.chunk, sub.lo, mid))
-                    queue.append(_Sub(sub.chunk, mid, sub.hi))
-            return progressed
-
-        suspects: list[tuple[_Sub, int, WorkerCrashed]] = []
-        explained = any(sub.killed_at is not None for sub, _ in crashed)
-        for sub, exc in crashed:
-            _, pos, started = beacon.read(sub.slot) if sub.slot is not None else (0, -1, 0.0)
-            beacon.release(sub.slot)
-            n = sub.hi - sub.lo
-            if sub.killed_at is not None:
-                pos = sub.killed_at
-            if not 0 <= pos < n:
-                queue.append(_Sub(sub.chunk, sub.lo, sub.hi))  # never started, or ended unsent
-                continue
-            progressed = True
-            at = sub.lo + pos
-            if sub.lo < at:
-                queue.append(_Sub(sub.chunk, sub.lo, at))
-            if at + 1 < sub.hi:
-                queue.append(_Sub(sub.chunk, at + 1, sub.hi))
-            if sub.killed_at is not None:
-                err = ItemError("TimeoutError", f"item did not finish within {self.timeout:g}s; "
-                                "its worker process was killed", "", "timeout")
-                self._fail(sub.chunk, at, err, finished, time.monotonic() - started)
-            elif explained:
-                queue.append(_Sub(sub.chunk, at, at + 1))  # collateral of our own kill
-            else:
-                suspects.append((sub, at, exc))
-        if len(suspects) == 1:
-            # Only one item was running when the pool died: it is the one that killed it.
-            sub, at, exc = suspects[0]
-            self._fail(sub.chunk, at, _crash_error(exc), finished)
-        else:
-            # Several were running: run each alone to learn which one kills its worker.
-            for sub, at, _ in suspects:
-                isolate.append(_Sub(sub.chunk, at, at + 1, isolated=True))
-        return progressed
-
-    def _fail(self, chunk: ChunkOutcomes, pos: int, error: ItemError, finished: list,
-              duration: float = 0.0) -> None:
-        chunk.fail(pos, error, duration)
-        if chunk.remaining == 0:
-            finished.append(chunk)
-
-    def _kill_overdue(self, in_flight: dict[cf.Future, _Sub], beacon: Beacon) -> None:
-        now = time.monotonic()
-        assert self.timeout is not None
-        for sub in in_flight.values():
-            if sub.slot is None or sub.killed_at is not None:
-                continue
-            pid, pos, started = beacon.read(sub.slot)
-            if pid > 0 and 0 <= pos < sub.hi - sub.lo and now - started > self.timeout:
-                sub.killed_at = pos
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     # -- max_failures ------------------------------------------------------------------------
 
@@ -427,49 +341,3 @@ class Engine:
         if self.total is None:
             return None
         return self.total - self.seen
-
-
-def _is_pickling_error(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return "pickl" in text or "serializ" in text
-
-
-def _crash_error(exc: WorkerCrashed) -> ItemError:
-    return ItemError("WorkerCrashed", str(exc), "", "crash")
-
-
-# -- the public entry points -----------------------------------------------------------------
-
-
-class Outcomes:
-    """What :func:`imap` returns: an iterator of :class:`Outcome`, plus what the run found out
-    (``skipped``, ``halted``, ``not_run``) once it is exhausted."""
-
-    def __init__(self, engine: Engine, chunks: Iterator[ChunkOutcomes]) -> None:
-        self._engine = engine
-        self._gen = (outcome for chunk in chunks for outcome in chunk.outcomes())
-
-    def __iter__(self) -> Outcomes:
-        return self
-
-    def __next__(self) -> Outcome:
-        return next(self._gen)
-
-    def close(self) -> None:
-        """Stop the run early: in-flight work is cancelled and workers released."""
-        self._gen.close()
-
-    @property
-    def skipped(self) -> int:
-        """Items skipped because an earlier run finished them."""
-        return self._engine.skipped
-
-    @property
-    def halted(self) -> str | None:
-        """Why dispatching stopped early, or ``None``."""
-        return self._engine.halted
-
-    @property
-    def not_run(self) -> int | None:
-        """Items never started because of ``max_failures``."""
-        return self._engine.not_run
