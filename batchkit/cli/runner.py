@@ -16,7 +16,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import click
 
@@ -218,8 +218,13 @@ def resume_command(argv: list[str]) -> str:
 
 def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
             default_backend: str = "process", items: Iterable[Any] | None = None,
-            fn: Any = None, extra_args: dict | None = None) -> int:
-    """Carry out the run and return its exit code (see ``batchkit --help``)."""
+            fn: Any = None, extra_args: dict | None = None, json_after_data: bool = False,
+            on_interrupt: Callable[[], Any] | None = None) -> int:
+    """Carry out the run and return its exit code (see ``batchkit --help``).
+
+    ``json_after_data``: the items' own output shares stdout and ``--json`` is printed after
+    it (``exec``). ``on_interrupt`` is called when SIGINT/SIGTERM stopped the run.
+    """
     from ..interrupt import graceful
     from ..lock import RunLock
     from ..ops import Operations
@@ -232,7 +237,7 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
     if (resume or retry_failed) and no_journal:
         raise UsageError("--resume and --retry-failed need the journal; drop --no-journal")
     data_on_stdout = bound.writes_stdout() or opts.get("output") == "-"
-    if as_json and data_on_stdout:
+    if as_json and data_on_stdout and not json_after_data:
         raise UsageError(f"job {job.name!r} writes its data to stdout with these options; "
                          "--json would mix with it (send the data to a file)")
     if opts.get("output") == "-" and bound.writes_stdout():
@@ -289,6 +294,8 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
                 code, state = (0, "succeeded") if report.ok else (1, "failed")
             except Interrupted as exc:
                 code, state, message = exc.exit_code, "interrupted", f"stopped by {exc.signame}"
+                if on_interrupt is not None:
+                    on_interrupt()
             except UsageError as exc:
                 code, message = 2, str(exc)
             except BackendError as exc:
