@@ -164,7 +164,7 @@ class Job:
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None, help: str | None = None,
                  backend: str | None = None, key: Callable[[Any], Any] | None = None,
-                 writes_stdout: bool | Callable[[dict], bool] = False) -> None:
+                 writes_stdout: bool | Callable[[dict], bool] = False, retry: Retry | int | None = None) -> None:
         if not callable(fn):
             raise UsageError(f"@bk.job needs a function, got {type(fn).__name__}")
         self.name = name or getattr(fn, "__name__", "job")
@@ -174,6 +174,7 @@ class Job:
         self.backend = backend
         self.key = key
         self.writes_stdout = writes_stdout
+        self.retry = coerce_retry(retry)
         self.module = getattr(fn, "__module__", None)
         self.steps: list[tuple[str, Callable[..., Any]]] = [(getattr(fn, "__name__", self.name), fn)]
         self._source: Callable[..., Iterable[Any]] | None = None
@@ -193,6 +194,11 @@ class Job:
     def __call__(self, item: Any, **options: Any) -> Any:
         """Run every step on one ``item`` here, in this process (handy in tests)."""
         return self.bind(**options).fn(item)
+
+    @property
+    def has_source(self) -> bool:
+        """Whether the job declares where its items come from (see :meth:`source`)."""
+        return self._source is not None
 
     # -- declaring ---------------------------------------------------------------------------
 
@@ -310,7 +316,7 @@ class Job:
         engine.setdefault("desc", self.name)
         if self.key is not None:
             engine.setdefault("key", self.key)
-        engine["retry"] = step_aware(engine.get("retry"))
+        engine["retry"] = step_aware(engine.get("retry", self.retry))
         source = bound.items(items)
         bound.setup()
         try:
@@ -451,14 +457,15 @@ def step_aware(retry: Retry | int | None) -> Retry | None:
 
 def job(fn: Callable[..., Any] | None = None, *, name: str | None = None, help: str | None = None,
         backend: str | None = None, key: Callable[[Any], Any] | None = None,
-        writes_stdout: bool | Callable[[dict], bool] = False) -> Any:
+        writes_stdout: bool | Callable[[dict], bool] = False, retry: Retry | int | None = None) -> Any:
     """Make a :class:`Job` of ``fn``: ``@bk.job`` or ``@bk.job(name=..., backend="thread")``.
 
-    ``backend`` is the job's default backend; ``key`` gives each item's journal key;
-    ``writes_stdout`` says (for given option values) that the job writes its data to stdout.
+    ``backend`` is the job's default backend and ``retry`` its default :class:`bk.Retry`
+    (``--retries`` overrides it); ``key`` gives each item's journal key; ``writes_stdout``
+    says (for given option values) that the job writes its data to stdout.
     """
     def make(f: Callable[..., Any]) -> Job:
-        return Job(f, name=name, help=help, backend=backend, key=key, writes_stdout=writes_stdout)
+        return Job(f, name=name, help=help, backend=backend, key=key, writes_stdout=writes_stdout, retry=retry)
 
     return make(fn) if fn is not None else make
 

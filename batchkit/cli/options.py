@@ -98,16 +98,19 @@ class Seconds(click.ParamType):
         return seconds
 
 
-def engine_params(default_backend: str | None = None) -> list[click.Parameter]:
-    """The options every run takes: item sources, engine, retries, journal, output."""
+def engine_params(default_backend: str | None = None, item_options: bool = True) -> list[click.Parameter]:
+    """The options every run takes: item sources (unless the job has its own), engine,
+    retries, journal, output."""
     o = click.Option
     backend_help = "Where items run." + (f" [default: {default_backend}]" if default_backend else "")
-    return [
+    items = [
         o(["--input", "input_file"], metavar="FILE|-",
           help="Read items from FILE, one per line ('-' for stdin; empty lines are skipped)."),
         o(["--files", "files_root"], metavar="ROOT", help="Run on every file under ROOT."),
         o(["--include"], multiple=True, metavar="GLOB", help="With --files: only names matching GLOB (repeatable)."),
         o(["--exclude"], multiple=True, metavar="GLOB", help="With --files: skip names and directories matching GLOB."),
+    ]
+    return (items if item_options else []) + [
         o(["--backend"], type=click.Choice(BACKENDS), help=backend_help),
         o(["--workers"], type=click.IntRange(min=1), help="Parallel workers [default: CPU count]."),
         o(["--chunk-size"], type=ChunkSize(), default="auto", show_default=True,
@@ -126,7 +129,8 @@ def engine_params(default_backend: str | None = None) -> list[click.Parameter]:
         o(["--show-failures"], is_flag=True, help="Print the tracebacks of failed items."),
         o(["--scheduler"], metavar="ADDRESS",
           help="Run on this Dask scheduler (tcp://host:8786); implies --backend dask."),
-        o(["--retries"], type=click.IntRange(min=0), default=0, help="Retry a failed item up to N times."),
+        o(["--retries"], type=click.IntRange(min=0),
+          help="Retry a failed item up to N times (overrides the job's own retry policy; 0: never)."),
         o(["--retry-backoff"], type=Seconds(), default=0.5, show_default=True,
           help="First retry delay; doubles each retry, with jitter."),
         o(["--retry-on"], metavar="NAME[,NAME]",

@@ -66,7 +66,8 @@ def job_command(job: Job, spec: str) -> click.Command:
     callback = functools.partial(_run_job, job, params)
     return JobCommand(
         name=spec,
-        params=[*job_params(params), *engine_params(job.backend or "process"), *ops_params()],
+        params=[*job_params(params), *engine_params(job.backend or "process", item_options=not job.has_source),
+                *ops_params()],
         callback=click.pass_context(callback),
         help=job.description,
         short_help=job.help,

@@ -69,7 +69,7 @@ def item_source(bound: BoundJob, opts: dict) -> tuple[Iterable[Any], dict]:
         raise UsageError("give --input or --files, not both")
     if (include or exclude) and not root:
         raise UsageError("--include and --exclude go with --files ROOT")
-    has_source = bound.job._source is not None
+    has_source = bound.job.has_source
     if has_source and (input_file or root):
         raise UsageError(f"job {bound.job.name!r} reads its own items; drop --input/--files")
     if input_file:
@@ -92,7 +92,7 @@ def make_retry(opts: dict) -> Retry | None:
     n = opts.get("retries") or 0
     names = [s.strip() for s in (opts.get("retry_on") or "").split(",") if s.strip()]
     if names and not n:
-        raise UsageError("--retry-on needs --retries N")
+        raise UsageError("--retry-on needs --retries N (N >= 1)")
     if not n:
         return None
     on = MatchError(tuple(names) if names else (Exception,))
@@ -247,7 +247,9 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
     else:
         source_args = {}
     args = {**bound.args, **source_args, **(extra_args or {})}
-    retry = step_aware(make_retry(opts))
+    # --retries N (even 0) overrides the job's own default retry policy.
+    given = make_retry(opts)
+    retry = step_aware(given if opts.get("retries") is not None else job.retry)
     backend = make_backend(opts, job.backend or default_backend)
     progress = False if quiet else opts.get("progress")
     ops = Operations(job.name, **ops_kwargs)
