@@ -97,7 +97,14 @@ class Courier:
 
     def notify(self, url: str, payload: dict[str, Any]) -> None:
         """POST ``payload`` as JSON (secrets masked) to ``url``."""
-        data = json.dumps(redact(payload), default=str).encode("utf-8")
+        # A failure's "key" is the item's identity, not a credential: redact() would mask any
+        # field named like KEY whole, so failures are scrubbed value by value instead.
+        failures = payload.get("failures")
+        data = redact({k: v for k, v in payload.items() if k != "failures"})
+        if failures is not None:
+            data["failures"] = [{k: redact(v) for k, v in f.items()} if isinstance(f, dict) else redact(f)
+                                for f in failures]
+        data = json.dumps(data, default=str).encode("utf-8")
         self._start("notification", url, data, "application/json")
 
     def _start(self, what: str, url: str, data: bytes | None, content_type: str,

@@ -108,7 +108,7 @@ class Operations:
                 err = errors[pos]
                 key = chunk.key(pos)
                 self.log.emit("item failed", level="error", index=chunk.index(pos),
-                              key=str(key if key is not None else chunk.items[pos]),
+                              item=str(key if key is not None else chunk.items[pos]),
                               type=err.type, kind=err.kind, message=err.message,
                               **({"step": err.step} if getattr(err, "step", None) else {}))
 

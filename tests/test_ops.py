@@ -97,6 +97,7 @@ def test_notify_on_failure_posts_slack_compatible_json_only_when_the_run_failed(
     payload = json.loads(body)
     assert "`nightly` failed" in payload["text"] and "x: OSError: disk full" in payload["text"]
     assert (payload["job"], payload["failed"], payload["exit_code"], payload["run_id"]) == ("nightly", 1, 1, 2)
+    assert payload["failures"] == fails  # an item's "key" is not masked as if it were a credential
 
 
 def test_notify_on_always_posts_successes_too(server):
@@ -163,8 +164,8 @@ def test_json_log_has_one_record_per_event(tmp_path):
     assert events[0] == "run start" and events[-1] == "run end"
     assert events.count("chunk done") == len(chunks) == 3
     [failed] = [r for r in records if r["event"] == "item failed"]
-    assert (failed["index"], failed["type"], failed["message"], failed["kind"]) == (2, "ValueError",
-                                                                                    "three is odd", "exception")
+    assert (failed["index"], failed["item"], failed["type"], failed["message"], failed["kind"]) == \
+        (2, "3", "ValueError", "three is odd", "exception")
     assert all(r["job"] == "halve" and r["run_id"] == 5 and r["time"] for r in records)
     assert records[0]["args"] == {"input": "numbers.txt"}
     assert (records[-1]["exit_code"], records[-1]["failed"], records[-1]["level"]) == (1, 1, "error")

@@ -123,6 +123,10 @@ def test_no_secret_reaches_anything_batchkit_writes(project, tmp_path, monkeypat
     assert "3 is below 5" in notification["text"]
     assert "auth ***" in notification["text"]  # the message is there, the secret is not
 
+    events = [json.loads(line) for line in (out / "run.log").read_text().splitlines()]
+    assert [e["event"] for e in events if e["event"] != "chunk done"] == ["run start", "item failed", "run end"]
+    assert [e["item"] for e in events if e["event"] == "item failed"] == ["3"]
+
     written = {"stdout": proc.stdout.encode(), "stderr": proc.stderr.encode()}
     for root in (Path(os.environ["BATCHKIT_HOME"]), out):
         for path in root.rglob("*"):
