@@ -145,8 +145,8 @@ class Scheduler:
         self.stop_timeout = stop_timeout
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.command = command
-        digest = hashlib.blake2b("\n".join(e.key for e in self.entries).encode(), digest_size=6).hexdigest()
-        self.state_path = Path(state_dir or default_home() / "scheduler") / f"{digest}.json"
+        # One small file per entry (named by its key): editing the table keeps the others' state.
+        self.state_dir = Path(state_dir or default_home() / "scheduler")
         self.stopped = False
         self.signum: int | None = None  # the signal that stopped us, if one did
         self.runs = 0
@@ -155,16 +155,21 @@ class Scheduler:
         self.log(f"{datetime.now():%Y-%m-%d %H:%M:%S} schedule: {text}")
 
     def _load(self) -> dict[str, float]:
-        try:
-            return {k: float(v) for k, v in json.loads(self.state_path.read_text()).items()}
-        except (OSError, ValueError, AttributeError):
-            return {}
+        """The last start time of each entry that has one."""
+        state = {}
+        for e in self.entries:
+            try:
+                state[e.key] = float((self.state_dir / e.key).read_text())
+            except (OSError, ValueError):
+                pass
+        return state
 
     def _save(self, state: dict[str, float]) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for key, when in state.items():
+            tmp = self.state_dir / f".{key}.{os.getpid()}"
+            tmp.write_text(repr(when))
+            os.replace(tmp, self.state_dir / key)
 
     def stop(self, signum: int | None = None) -> None:
         """Ask the loop to stop: no new runs; running jobs get ``signum`` (default SIGTERM)."""
@@ -222,8 +227,7 @@ class Scheduler:
                               "is still running")
                 else:
                     self._start(e, now)
-                    state[e.key] = now
-                    self._save(state)
+                    self._save({e.key: now})
                 due[e.key] = e.next_after(now)
             time.sleep(max(0.0, min(TICK, min(due.values()) - time.time())))
         self._shutdown()
