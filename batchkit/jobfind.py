@@ -195,7 +195,7 @@ def list_jobs() -> Iterator[JobInfo]:
     for directory in search_dirs():
         if not directory.is_dir():
             continue
-        label = "ready-made" if ready is not None and directory == ready else str(directory)
+        label = "ready-made" if ready is not None and directory.resolve() == ready.resolve() else str(directory)
         for path in sorted(directory.glob("*.py")):
             if path.name.startswith("_"):
                 continue
