@@ -425,6 +425,19 @@ class Pipeline:
         return value
 
 
+class ConvertItems:
+    """``fn`` with each item converted to ``kind`` first (lines read from a file are text, but
+    the job may want ``int`` or ``Path``). A top-level class so it pickles to workers."""
+
+    def __init__(self, fn: Callable[[Any], Any], kind: type) -> None:
+        self.fn = fn
+        self.kind = kind
+
+    def __call__(self, item: Any) -> Any:
+        kind = self.kind
+        return self.fn(item if isinstance(item, kind) else kind(item))
+
+
 class MatchError:
     """A retry predicate: does an error match ``on`` (exception types, a predicate, or type
     *names* such as ``"TimeoutError"``, matching subclasses too)?

@@ -303,3 +303,11 @@ def test_python_dash_m_batchkit_is_the_same_command(tmp_path):
     assert run.returncode == 0 and json.loads(run.stdout)["value"] == "Q!"
     assert sys.executable
     assert Path(PY).exists()
+
+
+def test_quiet_is_silent_on_success_and_speaks_on_failure(job_file, numbers):
+    ok = invoke("run", str(job_file), "--input", str(numbers), "--quiet")
+    assert ok.exit_code == 0 and ok.stdout == "" and ok.stderr == ""
+    bad = invoke("run", str(job_file), "--input", str(numbers), "--quiet", "--bad", "2")
+    assert bad.exit_code == 1
+    assert "judge: 9 succeeded, 1 failed" in bad.stdout and "FAILED 2: ValueError: 2 is bad" in bad.stdout

@@ -121,7 +121,8 @@ def engine_params(default_backend: str | None = None, item_options: bool = True)
           help="Write --output lines in input order, or as items finish."),
         o(["--progress/--no-progress"], default=None,
           help="Progress bar on a terminal, log lines otherwise [default: automatic]."),
-        o(["--quiet", "-q"], is_flag=True, help="No progress and notes: only the summary and failures."),
+        o(["--quiet", "-q"], is_flag=True,
+          help="No progress or notes; the summary and failures only if something failed (for cron)."),
         o(["--output"], type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE|-",
           help="Write one JSON line per item (key, ok, value or error, attempts, duration) to FILE "
                "('-': stdout, and the summary goes to stderr)."),

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ..errors import BackendError, UsageError
-from ..jobs import Job, Param, _signature, _unwrap_type
+from ..jobs import ConvertItems, Job, Param, _signature, _unwrap_type
 from .main import EPILOG
 from .options import OPS_KWARGS, CliError, OneLineCommand, OneLineErrors, engine_params, job_params, ops_params
 
@@ -91,7 +91,7 @@ def _bind(job: Job, values: dict, generic_items: bool) -> Any:
     bound = job.bind(**values)
     kind = _item_converter(job) if generic_items else None
     if kind is not None:
-        bound.fn = _Converted(bound.fn, kind)
+        bound.fn = ConvertItems(bound.fn, kind)
     return bound
 
 
@@ -114,18 +114,6 @@ def _item_converter(job: Job) -> type | None:
         return None
     kind, _, _ = _unwrap_type(annotation, None)
     return kind if kind in (str, int, float, Path) else None
-
-
-class _Converted:
-    """The per-item function with items converted to the job's item type first."""
-
-    def __init__(self, fn: Any, kind: type) -> None:
-        self.fn = fn
-        self.kind = kind
-
-    def __call__(self, item: Any) -> Any:
-        kind = self.kind
-        return self.fn(item if isinstance(item, kind) else kind(item))
 
 
 def guarded(call: Any) -> int:

@@ -414,6 +414,8 @@ def _print(say: _Say, summary: dict, recorder: Recorder | None, report: Any, as_
            show_failures: bool, argv: list[str], journaled: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, default=_jsonable))
+    elif say.quiet and summary["exit_code"] == 0:
+        pass  # --quiet, as cron wants it: silent unless something failed
     elif recorder is not None:  # the run started: counts (even if nothing ran) say how far it got
         s = summary
         line = (f"{s['job']}: {s['succeeded']} succeeded, {s['failed']} failed"
