@@ -21,20 +21,25 @@ SCRIPT = textwrap.dedent("""
         time.sleep(0.2)
         return x
 
-    print("pid", os.getpid(), flush=True)
-    mode = sys.argv[2]
-    try:
-        if mode == "graceful":
-            from batchkit.interrupt import graceful
-            with graceful(grace=3):
-                bk.run(slow, range(10000), backend=sys.argv[1], workers=2, chunk_size=2,
-                       progress=False, journal=sys.argv[3])
-        else:
-            bk.run(slow, range(10000), backend=sys.argv[1], workers=2, chunk_size=2, progress=False)
-    except KeyboardInterrupt as exc:
-        print("interrupted", type(exc).__name__, getattr(exc, "exit_code", ""), flush=True)
-        sys.exit(getattr(exc, "exit_code", 130))
+    def main():
+        print("pid", os.getpid(), flush=True)
+        mode = sys.argv[2]
+        try:
+            if mode == "graceful":
+                from batchkit.interrupt import graceful
+                with graceful(grace=3):
+                    bk.run(slow, range(10000), backend=sys.argv[1], workers=2, chunk_size=2,
+                           progress=False, journal=sys.argv[3])
+            else:
+                bk.run(slow, range(10000), backend=sys.argv[1], workers=2, chunk_size=2, progress=False)
+        except KeyboardInterrupt as exc:
+            print("interrupted", type(exc).__name__, getattr(exc, "exit_code", ""), flush=True)
+            sys.exit(getattr(exc, "exit_code", 130))
+
+    if __name__ == "__main__":  # dask's spawned processes import this file again
+        main()
 """)
+
 
 
 def _start(tmp_path, backend, mode="plain"):
@@ -56,10 +61,12 @@ def _wait_for_children(pid, n, timeout=30):
     return psutil.Process(pid).children(recursive=True)
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
+@pytest.mark.parametrize("backend", ["serial", "thread", "process", "dask"])
 def test_ctrl_c_stops_every_worker_and_raises_keyboardinterrupt(tmp_path, backend):
     proc = _start(tmp_path, backend)
-    kids = _wait_for_children(proc.pid, 2) if backend == "process" else []
+    # dask: a LocalCluster's nannies live in the parent; each starts one worker process
+    kids = {"process": 2, "dask": 2}.get(backend, 0)
+    kids = _wait_for_children(proc.pid, kids) if kids else []
     time.sleep(1.0)  # let items run
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
