@@ -55,13 +55,14 @@ def checksum(item, algorithm: str = "sha256") -> str:
 
 
 def _digest(path, algorithm: str) -> str:
+    # os.open/os.read rather than open(): half the per-file cost, which dominates for small files.
     h = hashlib.new(algorithm)
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            block = f.read(BLOCK)
-            if not block:
-                break
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while block := os.read(fd, BLOCK):
             h.update(block)
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 
