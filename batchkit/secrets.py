@@ -16,7 +16,8 @@ MASK = "***"
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/@\s:]*:[^/@\s]*)@")
 # Options and key=value pairs named like a secret: --token X, --api-key=X, password=X
 _NAMED = re.compile(
-    r"(?i)(?P<name>[\w\-]*(?:token|secret|password|passwd|key)[\w\-]*)(?P<sep>=|:\s*)(?P<value>[^\s&,;\"']+)"
+    r"(?i)(?P<name>[\w\-]*(?:token|secret|password|passwd|[a-z0-9]+[_\-]key|(?:api|access|private|auth|ssh|signing|license|encryption)key)[\w\-]*)(?P<sep>=|:\s*)"
+    r"(?P<value>[^\s&,;\"']+)"
 )
 
 
@@ -27,10 +28,23 @@ def secret_values(environ: dict[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD")
+_KEY_WORDS = {"APIKEY", "ACCESSKEY", "PRIVATEKEY", "AUTHKEY", "SSHKEY", "SIGNINGKEY", "LICENSEKEY", "ENCRYPTIONKEY"}
+
+
 def is_secret_name(name: str) -> bool:
-    """Whether an option or variable name looks like it holds a secret."""
-    upper = name.upper().replace("-", "_")
-    return any(s in upper for s in SECRET_NAMES)
+    """Whether an option or field name looks like it holds a secret.
+
+    Matched by its parts, so ``api_key``, ``--access-key``, ``apikey`` and ``db_password`` are
+    secret, but an item's ``key`` or ``--sort-keys`` are not. (Environment variables follow the
+    plainer rule in :func:`secret_values`: any name containing one of :data:`SECRET_NAMES`.)
+    """
+    parts = [p for p in re.split(r"[^A-Z0-9]+", name.upper()) if p]
+    if any(word in part for part in parts for word in _SECRET_WORDS):
+        return True
+    if any(part in _KEY_WORDS for part in parts):
+        return True
+    return len(parts) > 1 and parts[-1] == "KEY"  # API_KEY, PRIVATE-KEY
 
 
 def redact_text(text: str) -> str:
