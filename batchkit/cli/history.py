@@ -139,12 +139,8 @@ def show(run_id: int, tracebacks: bool, show_all: bool, as_json: bool) -> None:
 def progress(journal: Any, run: dict, now: float | None = None) -> dict:
     """Done / failed / pending / rate / ETA of a running run, from its item rows and ``total``."""
     now = time.time() if now is None else now
-    # Counting in SQL: a run of millions of items must not be loaded to be counted.
-    done, failed = journal.db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(1 - ok), 0) FROM items WHERE run_id=?", (run["id"],)).fetchone()
     window = max(1.0, min(RATE_WINDOW, now - run["started"]))
-    recent = journal.db.execute("SELECT COUNT(*) FROM items WHERE run_id=? AND finished >= ?",
-                                (run["id"], now - window)).fetchone()[0]
+    done, failed, recent = journal.counts(run["id"], since=now - window)
     rate = recent / window
     total = run.get("total")
     pending = max(0, total - done) if total is not None else None
