@@ -14,6 +14,7 @@ sent *by value* with the job.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UsageError
-from .jobs import Job, describe_file
+from .jobs import Job
+from .params import first_line
 
 ENTRY_POINT_GROUP = "batchkit.jobs"
 
@@ -210,3 +212,26 @@ def list_jobs() -> Iterator[JobInfo]:
         if ep.name not in seen:
             seen.add(ep.name)
             yield JobInfo(ep.name, f"(entry point {ep.value})", "entry point")
+
+
+def describe_file(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``[(name, first docstring line)]`` of the jobs in a file, read without importing it."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=os.fspath(path))
+    except (OSError, SyntaxError, ValueError) as exc:
+        return [(Path(path).stem, f"(cannot read: {type(exc).__name__})")]
+    found = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for deco in node.decorator_list:
+            target = deco.func if isinstance(deco, ast.Call) else deco
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            if name == "job":
+                job_name = node.name
+                if isinstance(deco, ast.Call):
+                    for kw in deco.keywords:
+                        if kw.arg == "name" and isinstance(kw.value, ast.Constant):
+                            job_name = str(kw.value.value)
+                found.append((job_name, first_line(ast.get_docstring(node))))
+    return found

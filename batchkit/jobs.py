@@ -20,17 +20,14 @@ help from an ``Args:`` section of the docstring). A job may also declare::
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import inspect
 import os
-import re
-import typing
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import UsageError
+from .params import Param, first_line, param_help, python_type, signature_of, without_args
 from .retry import Retry, coerce_retry
 
 # Keyword arguments of bk.run: Job.run passes these to the engine, never to the job.
@@ -45,113 +42,9 @@ RESERVED = frozenset(ENGINE_KWARGS) | {
 }
 
 
-@dataclasses.dataclass
-class Param:
-    """One job option or argument, described without reference to click.
-
-    ``type`` is the Python type values should have (``str``, ``int``, ``float``, ``bool``,
-    ``Path``); ``choices`` is set for ``Literal[...]``; ``multiple`` for ``list[X]``;
-    ``argument`` for the item source's positional parameters (``ROOT``).
-    """
-
-    name: str
-    type: type = str
-    default: Any = None
-    required: bool = False
-    help: str = ""
-    choices: tuple | None = None
-    multiple: bool = False
-    argument: bool = False
-
-
 class StepFailed(Exception):
     """Raised (from the original error) when one step of a multi-step job fails; the worker
     records the original error with ``ItemError.step`` set to the step's name."""
-
-
-def _first_line(doc: str | None) -> str:
-    text = inspect.cleandoc(doc or "").strip()
-    return text.splitlines()[0].strip() if text else ""
-
-
-_ARGS_HEAD = re.compile(r"^(Args|Arguments|Parameters|Options):\s*$")
-_ARG_LINE = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-def _param_help(doc: str | None) -> dict[str, str]:
-    """``{name: text}`` from a Google-style ``Args:`` section of a docstring."""
-    helps: dict[str, str] = {}
-    lines = inspect.cleandoc(doc or "").splitlines()
-    inside, current, indent = False, None, None
-    for line in lines:
-        if _ARGS_HEAD.match(line.strip()) and not line.startswith(" "):
-            inside, current, indent = True, None, None
-            continue
-        if not inside:
-            continue
-        if line and not line.startswith(" "):
-            break  # the next section
-        stripped = line.strip()
-        if not stripped:
-            current = None
-            continue
-        this_indent = len(line) - len(line.lstrip())
-        match = _ARG_LINE.match(stripped)
-        if match and (indent is None or this_indent <= indent):
-            indent = this_indent
-            current = match.group(1)
-            helps[current] = match.group(2).strip()
-        elif current is not None:
-            helps[current] = (helps[current] + " " + stripped).strip()
-    return helps
-
-
-def _without_args(doc: str) -> str:
-    """``doc`` less its ``Args:`` section (the CLI shows that per option)."""
-    out, inside = [], False
-    for line in doc.splitlines():
-        if _ARGS_HEAD.match(line.strip()) and not line.startswith(" "):
-            inside = True
-            continue
-        if inside and line and not line.startswith(" "):
-            inside = False
-        if not inside:
-            out.append(line)
-    return "\n".join(out).strip()
-
-
-def _unwrap_type(annotation: Any, default: Any) -> tuple[type, tuple | None, bool]:
-    """``(python type, choices, multiple)`` for an annotation (Optional, Literal, list...)."""
-    if annotation is inspect.Parameter.empty or annotation is Any:
-        return (type(default) if default is not None and default is not inspect.Parameter.empty
-                and isinstance(default, (int, float, bool, str, Path)) else str), None, False
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Union or (origin is not None and type(annotation).__name__ == "UnionType"):
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return _unwrap_type(rest[0], default)
-        return str, None, False
-    if origin is typing.Literal:
-        return type(args[0]), tuple(args), False
-    if origin in (list, tuple, set, frozenset) or (origin is not None and origin.__name__ in ("Sequence", "Iterable")):
-        inner = args[0] if args else str
-        kind, choices, _ = _unwrap_type(inner, None)
-        return kind, choices, True
-    if isinstance(annotation, type) and issubclass(annotation, os.PathLike):
-        return Path, None, False
-    if annotation in (str, int, float, bool):
-        return annotation, None, False
-    return str, None, False
-
-
-def _signature(fn: Callable[..., Any]) -> tuple[list[inspect.Parameter], dict[str, Any]]:
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # an annotation that cannot be evaluated: fall back to no types
-        hints = {}
-    params = list(inspect.signature(fn).parameters.values())
-    return params, hints
 
 
 class Job:
@@ -169,8 +62,8 @@ class Job:
             raise UsageError(f"@bk.job needs a function, got {type(fn).__name__}")
         self.name = name or getattr(fn, "__name__", "job")
         self.doc = inspect.cleandoc(fn.__doc__ or "")
-        self.help = help or _first_line(fn.__doc__)
-        self.description = _without_args(self.doc) or self.help
+        self.help = help or first_line(fn.__doc__)
+        self.description = without_args(self.doc) or self.help
         self.backend = backend
         self.key = key
         self.writes_stdout = writes_stdout
@@ -181,7 +74,7 @@ class Job:
         self._setup: Callable[..., Any] | None = None
         self._teardown: Callable[..., Any] | None = None
         self._finish: Callable[..., Any] | None = None
-        params, _ = _signature(fn)
+        params, _ = signature_of(fn)
         if not params or params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
                                                 inspect.Parameter.POSITIONAL_OR_KEYWORD):
             raise UsageError(f"job {self.name!r}: the function's first parameter must receive the item")
@@ -260,17 +153,17 @@ class Job:
     def params(self) -> list[Param]:
         """Every option and argument of the job, arguments (from the source) first."""
         found: dict[str, Param] = {}
-        helps = _param_help(self.doc)
+        helps = param_help(self.doc)
         for fn, skip in self._hooks():
-            params, hints = _signature(fn)
-            helps = {**_param_help(fn.__doc__), **helps}
+            params, hints = signature_of(fn)
+            helps = {**param_help(fn.__doc__), **helps}
             for p in params[skip:]:
                 if p.name in ("item", "report") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                     continue
                 if p.name in RESERVED:
                     raise UsageError(f"job {self.name!r}: option {p.name!r} clashes with batchkit's own "
                                      f"--{p.name.replace('_', '-')}; rename it")
-                kind, choices, multiple = _unwrap_type(hints.get(p.name, p.annotation), p.default)
+                kind, choices, multiple = python_type(hints.get(p.name, p.annotation), p.default)
                 required = p.default is inspect.Parameter.empty
                 param = Param(p.name, kind, None if required else p.default, required,
                               helps.get(p.name, ""), choices, multiple,
@@ -336,7 +229,7 @@ class BoundJob:
         self.fn = self._pipeline()
 
     def _kwargs(self, fn: Callable[..., Any], skip: int) -> dict[str, Any]:
-        params, _ = _signature(fn)
+        params, _ = signature_of(fn)
         return {p.name: self.values[p.name] for p in params[skip:] if p.name in self.values}
 
     def _pipeline(self) -> Callable[[Any], Any]:
@@ -481,26 +374,3 @@ def job(fn: Callable[..., Any] | None = None, *, name: str | None = None, help: 
         return Job(f, name=name, help=help, backend=backend, key=key, writes_stdout=writes_stdout, retry=retry)
 
     return make(fn) if fn is not None else make
-
-
-def describe_file(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """``[(name, first docstring line)]`` of the jobs in a file, read without importing it."""
-    try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=os.fspath(path))
-    except (OSError, SyntaxError, ValueError) as exc:
-        return [(Path(path).stem, f"(cannot read: {type(exc).__name__})")]
-    found = []
-    for node in tree.body:
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for deco in node.decorator_list:
-            target = deco.func if isinstance(deco, ast.Call) else deco
-            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
-            if name == "job":
-                job_name = node.name
-                if isinstance(deco, ast.Call):
-                    for kw in deco.keywords:
-                        if kw.arg == "name" and isinstance(kw.value, ast.Constant):
-                            job_name = str(kw.value.value)
-                found.append((job_name, _first_line(ast.get_docstring(node))))
-    return found

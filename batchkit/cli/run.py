@@ -16,7 +16,8 @@ from typing import Any
 import click
 
 from ..errors import BackendError, UsageError
-from ..jobs import ConvertItems, Job, Param, _signature, _unwrap_type
+from ..jobs import ConvertItems, Job
+from ..params import Param, python_type, signature_of
 from .main import EPILOG
 from .options import OPS_KWARGS, CliError, OneLineCommand, OneLineErrors, engine_params, job_params, ops_params
 
@@ -108,11 +109,11 @@ def _item_converter(job: Job) -> type | None:
     """What ``--input`` lines (text) and ``--files`` items (paths) are converted to: the type
     the job's first parameter is annotated with, if it is str, int, float or Path."""
     fn = job.steps[0][1]
-    params, hints = _signature(fn)
+    params, hints = signature_of(fn)
     annotation = hints.get(params[0].name, params[0].annotation)
     if annotation is inspect.Parameter.empty:
         return None
-    kind, _, _ = _unwrap_type(annotation, None)
+    kind, _, _ = python_type(annotation, None)
     return kind if kind in (str, int, float, Path) else None
 
 

@@ -9,14 +9,13 @@ items, a broken backend, SIGINT/SIGTERM — prints a summary and tells :class:`O
 
 from __future__ import annotations
 
-import ast
 import json
 import shlex
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import click
 
@@ -24,12 +23,10 @@ from .. import api
 from ..errors import BackendError, Interrupted, Locked, UsageError
 from ..jobs import BoundJob, MatchError, step_aware
 from ..journal import Journal, RunRecord, fingerprint
-from ..outcome import ItemError, Outcome
-from ..report import ChunkOutcomes
 from ..retry import Retry
 from ..secrets import redact
+from .record import KEPT_FAILURES, Recorder, earlier_outcomes, jsonable, open_output
 
-KEPT_FAILURES = 20  # failures kept for the summary (the journal has all of them)
 SHOWN_FAILURES = 5  # failures printed without --show-failures
 
 
@@ -111,105 +108,6 @@ def make_backend(opts: dict, default: str) -> Any:
     return name or default
 
 
-class Recorder(RunRecord):
-    """The run's chunk callback: the journal (if any) first, then --output, then the hooks.
-
-    A :class:`RunRecord`, so :func:`batchkit.run` drives it like the journal's own record.
-    """
-
-    def __init__(self, inner: RunRecord | None, job: str, ops: Any, output: IO[str] | None, ordered: bool) -> None:
-        super().__init__(inner.journal if inner else None, inner.id if inner else None,  # type: ignore[arg-type]
-                         job, inner.done if inner else set(), inner.resumed if inner else False)
-        self.inner = inner
-        self.ops = ops
-        self.output = output
-        self.ordered = ordered
-        self.succeeded = self.failed = 0
-        self.failures: list[tuple[int, Any, ItemError]] = []
-        self._held: dict[int, ChunkOutcomes] = {}
-        self._next = 0
-
-    def record(self, chunk: ChunkOutcomes) -> None:
-        if self.inner is not None:
-            self.inner.record(chunk)  # durable first: one transaction per chunk
-        errors = chunk.errors
-        self.failed += len(errors)
-        self.succeeded += len(chunk) - len(errors)
-        for pos in sorted(errors):
-            if len(self.failures) < KEPT_FAILURES:
-                self.failures.append((chunk.index(pos), chunk.key(pos), errors[pos]))
-        if self.output is not None:
-            self._write(chunk)
-        self.ops.chunk_done(chunk)
-
-    def _write(self, chunk: ChunkOutcomes) -> None:
-        if not self.ordered:
-            self._lines(chunk)
-            return
-        self._held[chunk.seq] = chunk  # chunks finish out of order; write them in order
-        while self._next in self._held:
-            self._lines(self._held.pop(self._next))
-            self._next += 1
-
-    def _lines(self, chunk: ChunkOutcomes) -> None:
-        out = self.output
-        assert out is not None
-        for pos in range(len(chunk)):
-            o = chunk.outcome(pos)
-            line: dict[str, Any] = {"key": chunk.key(pos), "index": o.index, "ok": o.ok}
-            if o.ok:
-                line["value"] = o.value
-            else:
-                assert o.error is not None
-                line["error"] = {k: v for k, v in o.error.to_dict().items() if k != "traceback"}
-            line["attempts"] = o.attempts
-            line["duration"] = round(o.duration, 6)
-            out.write(json.dumps(line, default=_jsonable) + "\n")
-        out.flush()
-
-    def end(self, state: str, **kwargs: Any) -> dict:
-        if self._held and self.output is not None:  # an interrupted run: write what finished
-            for seq in sorted(self._held):
-                self._lines(self._held.pop(seq))
-        if self.inner is not None:
-            return self.inner.end(state, **kwargs)
-        return {}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return repr(value)
-
-
-def _earlier_outcomes(journal: Journal, record: RunRecord) -> list[Outcome]:
-    """Outcomes of items finished by an earlier attempt of this run, rebuilt from the journal.
-
-    The journal keeps a value's ``repr`` (up to 200 characters): literals are read back
-    exactly; anything else comes back as that text.
-    """
-    rebuilt = []
-    for row in journal.items(record.id):
-        if row["key"] not in record.done:
-            continue
-        value = row["value"]
-        if value is not None:
-            try:
-                value = ast.literal_eval(value)
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                pass
-        error = None if row["ok"] else ItemError(row["error_type"] or "Error", row["message"] or "",
-                                                 row["traceback"] or "", row["error_kind"] or "exception",
-                                                 row["step"])
-        rebuilt.append(Outcome(row["idx"] if row["idx"] is not None else -1, row["key"], bool(row["ok"]),
-                               value if row["ok"] else None, error, row["attempts"], row["duration"] or 0.0))
-    return rebuilt
-
-
 def resume_command(argv: list[str]) -> str:
     """The command line that resumes this run."""
     args = [a for a in argv if a not in ("--resume", "--retry-failed")]
@@ -253,7 +151,7 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
     backend = make_backend(opts, job.backend or default_backend)
     progress = False if quiet else opts.get("progress")
     ops = Operations(job.name, **ops_kwargs)
-    output = _open_output(opts.get("output"), append=bool(resume or retry_failed))
+    output = open_output(opts.get("output"), append=bool(resume or retry_failed))
     say = _Say(quiet, to_stderr=data_on_stdout or as_json)
 
     try:
@@ -291,7 +189,7 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
                                  key=job.key, max_failures=opts.get("max_failures"), desc=job.name)
                 outcomes = report.outcomes
                 if report.skipped and journal is not None and record is not None:
-                    outcomes = sorted(outcomes + _earlier_outcomes(journal, record), key=lambda o: o.index)
+                    outcomes = sorted(outcomes + earlier_outcomes(journal, record), key=lambda o: o.index)
                 bound.finish(outcomes, report)
                 code, state = (0, "succeeded") if report.ok else (1, "failed")
             except Interrupted as exc:
@@ -321,17 +219,6 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
         bound.teardown()
 
 
-def _open_output(path: str | None, append: bool) -> IO[str] | None:
-    if path is None:
-        return None
-    if path == "-":
-        return _Unclosed(sys.stdout)
-    try:
-        return open(path, "a" if append else "w", encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write --output {path}: {exc.strerror or exc}") from None
-
-
 def _note_resume(say: _Say, record: RunRecord, asked: Any) -> None:
     if not asked:
         return
@@ -339,22 +226,6 @@ def _note_resume(say: _Say, record: RunRecord, asked: Any) -> None:
         say.note(f"resuming run {record.id}: {len(record.done)} items finished earlier are skipped")
     else:
         say.note("no earlier run of this job with these arguments to continue: starting a new run")
-
-
-class _Unclosed:
-    """stdout as the --output stream: written and flushed, never closed."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.flush()
 
 
 class _Say:
@@ -413,7 +284,7 @@ def _summary(job: str, record: RunRecord | None, journal: Journal | None, record
 def _print(say: _Say, summary: dict, recorder: Recorder | None, report: Any, as_json: bool,
            show_failures: bool, argv: list[str], journaled: bool) -> None:
     if as_json:
-        click.echo(json.dumps(summary, default=_jsonable))
+        click.echo(json.dumps(summary, default=jsonable))
     elif say.quiet and summary["exit_code"] == 0:
         pass  # --quiet, as cron wants it: silent unless something failed
     elif recorder is not None:  # the run started: counts (even if nothing ran) say how far it got
