@@ -1,0 +1,139 @@
+"""The checksum job through the CLI over a tree of small files, against xargs and GNU parallel.
+
+Every contender writes a ``sha256sum``-format manifest of the same tree to a file, and each
+round's manifest is checked (one line per file) off the clock. The tree is built once and kept
+in the temp directory (``batchkit-bench/tree-N``); the page cache is warmed before timing, so
+all contenders read from memory. Each batchkit round gets a fresh, empty ``$BATCHKIT_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .measure import Target, Timing, time_command
+
+PER_DIR = 1000
+
+
+def bench_dir() -> Path:
+    """Where the benchmarks keep their trees and scratch files."""
+    path = Path(tempfile.gettempdir()) / "batchkit-bench"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def make_tree(n: int) -> Path:
+    """A tree of ``n`` small files (100 B - 4 KiB, fixed seed), ``PER_DIR`` per directory; cached."""
+    root = bench_dir() / f"tree-{n}"
+    done = bench_dir() / f"tree-{n}.complete"  # beside the tree, so it is not one of its files
+    if done.exists() and root.is_dir():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rng = random.Random(n)
+    blob = rng.randbytes(8192)
+    for i in range(n):
+        d = root / f"d{i // PER_DIR:04d}"
+        if i % PER_DIR == 0:
+            d.mkdir(parents=True)
+        size = rng.randint(100, 4096)
+        start = rng.randint(0, len(blob) - size)
+        (d / f"f{i:07d}.dat").write_bytes(i.to_bytes(8, "little") + blob[start:start + size])
+    done.touch()
+    return root
+
+
+def cli_ready() -> str | None:
+    """``None`` when ``batchkit run checksum --help`` works, else why it does not."""
+    exe = shutil.which("batchkit")
+    if exe is None:
+        return "the batchkit console script is not on PATH"
+    proc = subprocess.run([exe, "run", "checksum", "--help"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"`batchkit run checksum --help` exited {proc.returncode}: {proc.stderr.strip()[-200:]}"
+    if "--no-journal" not in proc.stdout:
+        return "`batchkit run checksum` has no --no-journal option yet"
+    return None
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def run(n: int, rounds: int, log: Callable[[str], None]) -> tuple[list[Timing], list[Target], list[str]]:
+    """Time xargs, GNU parallel and ``batchkit run checksum`` with and without the journal."""
+    notes: list[str] = []
+    why = cli_ready()
+    if why is not None:
+        notes.append(f"batchkit rows skipped: {why}.")
+    log(f"  building / reusing a tree of {n:,} files")
+    root = make_tree(n)
+    out = bench_dir() / "manifest.out"
+    home = bench_dir() / "home"
+    q = shlex.quote(str(root))
+
+    def check() -> None:
+        got = _lines(out)
+        if got != n:
+            raise AssertionError(f"manifest has {got} lines, expected {n}")
+
+    def fresh_home() -> None:
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir()
+
+    env = dict(os.environ, BATCHKIT_HOME=str(home))
+    xargs = f"find {q} -type f -print0 | xargs -0 -P2 -n500 sha256sum > {shlex.quote(str(out))}"
+    subprocess.run(xargs, shell=True, check=True)  # warms the page cache for everyone
+    plan: list[tuple[str, str | list[str] | None, str, bool]] = [
+        ("find | xargs -0 -P2 -n500 sha256sum", xargs, "coreutils, 500 files per process", False)]
+    if shutil.which("parallel"):
+        cmd = f"find {q} -type f -print0 | parallel --will-cite -0 -j2 -X sha256sum > {shlex.quote(str(out))}"
+        plan.append(("find | parallel -j2 -X sha256sum", cmd, "GNU parallel", False))
+    else:
+        notes.append("GNU parallel is not installed (Debian package `parallel`): its row is skipped.")
+        plan.append(("find | parallel -j2 -X sha256sum", None, "skipped: GNU parallel not installed", False))
+    exe = shutil.which("batchkit") or "batchkit"
+    base = f"{shlex.quote(exe)} run checksum {q} --workers 2"
+    plan.append(("batchkit run checksum --workers 2", None if why else f"{base} > {shlex.quote(str(out))}",
+                 "journal on (the default), fresh $BATCHKIT_HOME each round", True))
+    plan.append(("batchkit run checksum --workers 2 --no-journal",
+                 None if why else f"{base} --no-journal > {shlex.quote(str(out))}", "journal off", True))
+    timings = [Timing(name, n, note=note, ours=ours) for name, _, note, ours in plan]
+    for (_, cmd, _, ours), t in zip(plan, timings):
+        if cmd is None:
+            t.skipped = why if ours else "GNU parallel not installed"
+    log(f"  {len(plan)} commands x {rounds} rounds, interleaved")
+    # Rounds interleaved (A B C D A B C D ...): load from elsewhere hits every contender alike.
+    for _ in range(rounds):
+        for (_, cmd, _, ours), t in zip(plan, timings):
+            if t.skipped:
+                continue
+            try:
+                wall, cpu = time_command(cmd, 1, shell=True, env=env, before=fresh_home if ours else None,
+                                         check=check)
+                t.times += wall
+                t.cpu += cpu
+            except (RuntimeError, AssertionError) as exc:
+                t.skipped, t.times = f"failed: {exc}", []
+    shutil.rmtree(home, ignore_errors=True)
+    out.unlink(missing_ok=True)
+    bk, nj, xa, par = (timings[2], timings[3], timings[0], timings[1])
+
+    def rel(a: Timing, b: Timing) -> float | None:
+        return a.median / b.median if a.times and b.times else None
+
+    targets = [
+        Target(f"checksum, {n:,} files, CLI, journal on: wall ≤ 1.5 × find | xargs -P2", rel(bk, xa), 1.5, "<="),
+        Target(f"checksum, {n:,} files, CLI, journal on: wall ≤ 0.5 × GNU parallel -j2 -X", rel(bk, par), 0.5,
+               "<="),
+        Target(f"journal cost on the {n:,}-file checksum run ≤ 10 % (wall with ÷ without)", rel(bk, nj), 1.10,
+               "<="),
+    ]
+    return timings, targets, notes
