@@ -81,7 +81,7 @@ class FileWalk:
     def __init__(self, root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (),
                  recursive: bool = True, follow_symlinks: bool = False, hidden: bool = True,
                  min_size: int | str | None = None, max_size: int | str | None = None,
-                 newer_than: When = None, older_than: When = None) -> None:
+                 newer_than: When = None, older_than: When = None, as_str: bool = False) -> None:
         self.root = Path(root)
         if not self.root.exists():
             raise UsageError(f"{self.root}: no such file or directory")
@@ -94,56 +94,71 @@ class FileWalk:
         self.max_size = parse_size(max_size) if max_size is not None else None
         self.newer_than = _cutoff(newer_than)
         self.older_than = _cutoff(older_than)
+        self.as_str = as_str
         self.errors: list[tuple[str, str]] = []
+        self._accept_all = (self.include == ("*",) and not self.exclude and self.min_size is None
+                            and self.max_size is None and self.newer_than is None and self.older_than is None)
 
     def __repr__(self) -> str:
         return f"files({str(self.root)!r}, include={self.include!r})"
 
     def __iter__(self) -> Iterator[Path]:
+        if self.as_str:
+            return self.paths()
+        return map(Path, self.paths())
+
+    def paths(self) -> Iterator[str]:
+        """The same walk, yielding path strings (no ``Path`` objects: cheaper per file)."""
         self.errors = []
         root = os.fspath(self.root)
         if not os.path.isdir(root):
-            if self._wanted_file(root, os.path.basename(root), os.path.basename(root), None):
-                yield self.root
+            name = os.path.basename(root)
+            if self._wanted_file(root, name, name, None):
+                yield root
             return
+        follow = self.follow_symlinks
         seen: set[tuple[int, int]] = set()
-        if self.follow_symlinks:
+        if follow:
             st = os.stat(root)
             seen.add((st.st_dev, st.st_ino))
-        # A stack of (directory path, sorted entries iterator): depth-first, in name order,
-        # descending into a directory when it is met, as `find` does.
-        stack = [(root, "", self._entries(root))]
+        hidden, recursive, exclude = self.hidden, self.recursive, self.exclude
+        accept_all = self._accept_all
+        # Relative paths are only built when a pattern needs them (one with a slash).
+        need_rel = any("/" in p for p in self.include + self.exclude)
+        # Depth first, in name order, descending into a directory when it is met, as `find`
+        # does: a stack of (iterator over a directory's sorted entries, its relative path).
+        stack = [(self._entries(root), "")]
         while stack:
-            path, rel_dir, entries = stack[-1]
-            entry = next(entries, None)
-            if entry is None:
-                stack.pop()
-                continue
-            name = entry.name
-            if not self.hidden and name.startswith("."):
-                continue
-            rel = f"{rel_dir}{name}"
-            try:
-                is_dir = entry.is_dir(follow_symlinks=self.follow_symlinks)
-                is_file = not is_dir and entry.is_file(follow_symlinks=self.follow_symlinks)
-            except OSError:
-                continue
-            if is_dir:
-                if not self.recursive or (self.exclude and _matches(self.exclude, name, rel)):
+            entries, rel_dir = stack[-1]
+            for entry in entries:
+                name = entry.name
+                if not hidden and name[0] == ".":
                     continue
-                if self.follow_symlinks:
-                    try:
-                        st = entry.stat()
-                    except OSError as exc:
-                        self._error(entry.path, exc)
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=follow)
+                    is_file = not is_dir and entry.is_file(follow_symlinks=follow)
+                except OSError:
+                    continue
+                rel = f"{rel_dir}{name}" if need_rel else name
+                if is_dir:
+                    if not recursive or (exclude and _matches(exclude, name, rel)):
                         continue
-                    ident = (st.st_dev, st.st_ino)
-                    if ident in seen:  # a symlink loop, or a tree reached twice
-                        continue
-                    seen.add(ident)
-                stack.append((entry.path, rel + "/", self._entries(entry.path)))
-            elif is_file and self._wanted_file(entry.path, name, rel, entry):
-                yield Path(entry.path)
+                    if follow:
+                        try:
+                            st = entry.stat()
+                        except OSError as exc:
+                            self._error(entry.path, exc)
+                            continue
+                        ident = (st.st_dev, st.st_ino)
+                        if ident in seen:  # a symlink loop, or a tree reached twice
+                            continue
+                        seen.add(ident)
+                    stack.append((self._entries(entry.path), rel + "/" if need_rel else ""))
+                    break  # go down now; this directory's iterator resumes afterwards
+                if is_file and (accept_all or self._wanted_file(entry.path, name, rel, entry)):
+                    yield entry.path
+            else:
+                stack.pop()
 
     def _entries(self, path: str) -> Iterator[os.DirEntry]:
         try:
@@ -183,7 +198,8 @@ class FileWalk:
 
 def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (), recursive: bool = True,
           follow_symlinks: bool = False, hidden: bool = True, min_size: int | str | None = None,
-          max_size: int | str | None = None, newer_than: When = None, older_than: When = None) -> FileWalk:
+          max_size: int | str | None = None, newer_than: When = None, older_than: When = None,
+          as_str: bool = False) -> FileWalk:
     """The files under ``root``, lazily, as ``Path`` objects (depth first, in name order).
 
     ``include`` / ``exclude``: glob patterns (one or a list) matched against the file name, or
@@ -191,9 +207,10 @@ def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = 
     directories. ``hidden=False`` skips dot-files and dot-directories. Symlinks are not
     followed unless ``follow_symlinks=True``, and then a symlink loop is walked once.
     ``min_size`` / ``max_size`` take bytes or ``"10MB"``; ``newer_than`` / ``older_than`` take
-    a ``datetime`` or an age (``"7d"``, a ``timedelta``, seconds).
+    a ``datetime`` or an age (``"7d"``, a ``timedelta``, seconds). ``as_str=True`` yields path
+    strings instead of ``Path`` objects: building a ``Path`` costs more than hashing a small file.
 
     >>> report = bk.run(checksum, bk.files("/data", include="*.csv", older_than="1d"))
     """
     return FileWalk(root, include, exclude, recursive, follow_symlinks, hidden,
-                    min_size, max_size, newer_than, older_than)
+                    min_size, max_size, newer_than, older_than, as_str)

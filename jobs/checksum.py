@@ -70,7 +70,7 @@ def _digest(path, algorithm: str) -> str:
 def _items(root: Path, verify: Path | None = None):
     """The files under ROOT, or with --verify the manifest's entries under ROOT."""
     if verify is None:
-        return bk.files(root)
+        return bk.files(root, as_str=True)  # path strings: a Path per file costs more than hashing it
     if not Path(root).exists():
         raise bk.UsageError(f"{root}: no such file or directory")
     entries = list(read_manifest(verify))
@@ -123,6 +123,8 @@ def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None 
 def manifest_line(path: str, digest: str) -> bytes:
     """One coreutils line: ``digest  path``, escaped as sha256sum escapes names."""
     name = os.fsencode(path)
+    if "\\" not in path and "\n" not in path and "\r" not in path:  # the common case, checked cheaply
+        return digest.encode() + b"  " + name + b"\n"
     if any(c in name for c in (b"\\", b"\n", b"\r")):
         name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
         return b"\\" + digest.encode() + b"  " + name + b"\n"

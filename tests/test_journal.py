@@ -164,3 +164,14 @@ def test_kill_9_of_the_whole_process_group_then_resume_loses_nothing(tmp_path, d
     assert not twice & {i["idx"] for i in items if i["key"] in before}
     assert len(twice) <= 2 * 2 * 5 + 5  # two chunks per worker in flight, plus a chunk being written
     assert len(executed_before) >= len(before)
+
+
+def test_journal_of_another_schema_version_is_refused_clearly(tmp_path):
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
+    con.execute("PRAGMA user_version=1")
+    con.commit()
+    con.close()
+    with pytest.raises(bk.BackendError, match="another version of batchkit.*move it aside"):
+        Journal(db)
