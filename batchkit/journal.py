@@ -15,8 +15,10 @@ import hashlib
 import json
 import os
 import pickle
+import queue
 import socket
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -147,6 +149,8 @@ class Journal:
             raise BackendError(f"journal {self.path} is unusable: {exc}; "
                                "set BATCHKIT_HOME to a writable directory or use --no-journal") from exc
         self.db.row_factory = sqlite3.Row
+        # One connection, used by the run's writer thread and by readers: one user at a time.
+        self.lock = threading.RLock()
 
     def _check_version(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -210,14 +214,18 @@ class Journal:
         return None
 
     def _transaction(self) -> Any:
-        db = self.db
+        db, lock = self.db, self.lock
 
         class _Tx:
             def __enter__(self) -> None:
+                lock.acquire()
                 db.execute("BEGIN IMMEDIATE")
 
             def __exit__(self, exc_type: Any, *rest: Any) -> None:
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
+                try:
+                    db.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    lock.release()
 
         return _Tx()
 
@@ -238,11 +246,13 @@ class Journal:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [self._run_dict(r) for r in self.db.execute(sql, params)]
+        with self.lock:
+            return [self._run_dict(r) for r in self.db.execute(sql, params)]
 
     def run(self, run_id: int) -> dict | None:
         """One run as a dict, or ``None``."""
-        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        with self.lock:
+            row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return self._run_dict(row) if row else None
 
     def _run_dict(self, row: sqlite3.Row) -> dict:
@@ -255,9 +265,10 @@ class Journal:
     def counts(self, run_id: int, since: float | None = None) -> tuple[int, int, int]:
         """``(done, failed, done since the time ``since``)`` for a run, counted in SQL so a run of
         millions of items is never loaded to be counted."""
-        done, failed, recent = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(1 - ok), 0), COALESCE(SUM(finished >= ?), 0) FROM items WHERE run_id=?",
-            (since if since is not None else float("inf"), run_id)).fetchone()
+        with self.lock:
+            done, failed, recent = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(1 - ok), 0), COALESCE(SUM(finished >= ?), 0) FROM items "
+                "WHERE run_id=?", (since if since is not None else float("inf"), run_id)).fetchone()
         return done, failed, recent
 
     def items(self, run_id: int, failed_only: bool = False) -> list[dict]:
@@ -267,11 +278,20 @@ class Journal:
         sql = ("SELECT i.*, f.error_type, f.error_kind, f.message, f.traceback, f.step FROM items i "
                "LEFT JOIN failures f ON f.run_id = i.run_id AND f.key = i.key WHERE i.run_id=?"
                + (" AND i.ok=0" if failed_only else "") + " ORDER BY i.idx, i.key")
-        return [dict(r) for r in self.db.execute(sql, (run_id,))]
+        with self.lock:
+            return [dict(r) for r in self.db.execute(sql, (run_id,))]
 
 
 class RunRecord:
-    """One run being written: :meth:`record` each finished chunk, then :meth:`end`."""
+    """One run being written: :meth:`record` each finished chunk, then :meth:`end`.
+
+    Chunks are written by a background thread, one transaction each, so the parent keeps
+    dispatching while SQLite works (the sqlite3 module lets go of the GIL while it writes).
+    At most ``QUEUED`` finished chunks wait for it: what a crash can lose is still bounded
+    by the chunks in flight, and :meth:`end` writes everything before closing the run.
+    """
+
+    QUEUED = 1
 
     def __init__(self, journal: Journal, run_id: int, job: str, done: set[str], resumed: bool) -> None:
         self.journal = journal
@@ -279,13 +299,51 @@ class RunRecord:
         self.job = job
         self.done = done
         self.resumed = resumed
+        self._queue: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def is_done(self, key: str) -> bool:
         """Whether the item with ``key`` finished in an earlier attempt of this run."""
         return key in self.done
 
     def record(self, chunk: ChunkOutcomes) -> None:
-        """Write every item of a finished chunk, in one transaction."""
+        """Queue a finished chunk to be written in one transaction (blocks while one waits)."""
+        self._raise_if_failed()
+        if self._writer is None:
+            self._queue = queue.Queue(maxsize=self.QUEUED)
+            self._writer = threading.Thread(target=self._write_loop, name="batchkit-journal", daemon=True)
+            self._writer.start()
+        assert self._queue is not None
+        self._queue.put(chunk)
+
+    def flush(self) -> None:
+        """Wait until every queued chunk is written; raise if writing failed."""
+        if self._writer is not None:
+            assert self._queue is not None
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = self._queue = None
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise BackendError(f"journal {self.journal.path} could not be written: {self._failure}; "
+                               "resume once it is fixed, or use --no-journal") from self._failure
+
+    def _write_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            if self._failure is None:
+                try:
+                    self._write(chunk)
+                except BaseException as exc:  # reported to the run by the next record() or flush()
+                    self._failure = exc
+
+    def _write(self, chunk: ChunkOutcomes) -> None:
         now = time.time()
         run_id, keys, values, durations = self.id, chunk.keys, chunk.values, chunk.durations
         errors, attempts = chunk.errors, chunk.attempts
@@ -311,7 +369,12 @@ class RunRecord:
 
     def end(self, state: str, *, skipped: int, elapsed: float, message: str | None = None,
             total: int | None = None) -> dict:
-        """Close the run with ``state``; counts are taken from the recorded items."""
+        """Close the run with ``state`` once every chunk is written; counts come from the items."""
+        try:
+            self.flush()
+        except BackendError:
+            if state == "succeeded":
+                raise
         db = self.journal.db
         succeeded, failed = db.execute(
             "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0) FROM items WHERE run_id=?",

@@ -104,7 +104,7 @@ def test_no_secret_reaches_anything_batchkit_writes(project, tmp_path, monkeypat
         out.mkdir()
         args = [sys.executable, "-m", "batchkit", "run", "grade", "--input", "mixed.txt", "--token", SECRET,
                 "--log-file", str(out / "run.log"), "--log-format", "json", "--ping", ping, "--notify", hook,
-                "--metrics-file", str(out / "batchkit.prom"), "--json"]
+                "--metrics-file", str(out / "batchkit.prom"), "--output", str(out / "items.jsonl"), "--json"]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1, proc.stderr
@@ -134,6 +134,7 @@ def test_no_secret_reaches_anything_batchkit_writes(project, tmp_path, monkeypat
         written[f"{method} {path}"] = path.encode() + body
     assert any(name.endswith("batchkit.db") for name in written)  # the journal is among them
     assert any(name.endswith("run.log") for name in written) and any(n.endswith(".prom") for n in written)
+    assert any(name.endswith("items.jsonl") for name in written)
     for name, data in written.items():
         assert SECRET.encode() not in data, f"the token leaked into {name}"
         assert PASSWORD.encode() not in data, f"the URL password leaked into {name}"

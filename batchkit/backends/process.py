@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import os
 import re
@@ -70,6 +71,17 @@ def _shared_executor(workers: int, fresh: bool = False) -> Any:
             executor = ProcessPoolExecutor(max_workers=workers, timeout=IDLE_TIMEOUT)
             _shared.update(executor=executor, workers=workers)
         return executor
+
+
+@atexit.register
+def _shutdown_shared() -> None:
+    # Stop the idle pool while the interpreter is still whole; left to garbage collection at
+    # exit, loky's cleanup runs after module globals are gone and prints a traceback.
+    with _lock:
+        executor = _shared["executor"]
+        _shared.update(executor=None, workers=0)
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
 def _drop_shared(executor: Any) -> None:

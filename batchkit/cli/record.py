@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..journal import Journal, RunRecord
 from ..outcome import ItemError, Outcome
 from ..report import ChunkOutcomes
+from ..secrets import redact
 
 KEPT_FAILURES = 20  # failures kept for the summary (the journal has all of them)
 
@@ -72,7 +73,7 @@ class Recorder(RunRecord):
                 line["value"] = o.value
             else:
                 assert o.error is not None
-                line["error"] = {k: v for k, v in o.error.to_dict().items() if k != "traceback"}
+                line["error"] = {k: redact(v) for k, v in o.error.to_dict().items() if k != "traceback"}
             line["attempts"] = o.attempts
             line["duration"] = round(o.duration, 6)
             out.write(json.dumps(line, default=jsonable) + "\n")
