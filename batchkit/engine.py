@@ -109,11 +109,12 @@ class Engine:
 
     def _source(self, chunker: Chunker) -> Iterator[ChunkOutcomes]:
         seq = 0
-        if self.key is None and self.skip is None:
+        if self.skip is None:
+            # Nothing to skip: keys (if any) are computed later, where they are needed.
             start = 0
             for batch in split(self.items, chunker):
                 self.seen = start + len(batch)
-                yield ChunkOutcomes(seq, start, batch)
+                yield ChunkOutcomes(seq, start, batch, keyfn=self.key)
                 start = self.seen
                 seq += 1
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
+import operator
 import os
 import re
 import time
@@ -16,6 +17,7 @@ from .errors import UsageError
 from .units import parse_duration, parse_size
 
 log = logging.getLogger("batchkit.files")
+_BY_NAME = operator.attrgetter("name")
 
 Patterns = Union[str, Sequence[str], None]
 When = Union[datetime, timedelta, str, float, int, None]
@@ -163,7 +165,7 @@ class FileWalk:
     def _entries(self, path: str) -> Iterator[os.DirEntry]:
         try:
             with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_BY_NAME)
         except OSError as exc:
             self._error(path, exc)
             return iter(())

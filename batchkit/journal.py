@@ -345,7 +345,7 @@ class RunRecord:
 
     def _write(self, chunk: ChunkOutcomes) -> None:
         now = time.time()
-        run_id, keys, values, durations = self.id, chunk.keys, chunk.values, chunk.durations
+        run_id, keys, values, durations = self.id, chunk.key_list(), chunk.values, chunk.durations
         errors, attempts = chunk.errors, chunk.attempts
         indices = chunk.indices or range(chunk.start, chunk.start + len(chunk))
         # Binding a parameter costs about as much as storing it, so the two values shared by the

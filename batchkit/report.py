@@ -17,17 +17,18 @@ class ChunkOutcomes:
     re-run; ``remaining`` counts the items still without an outcome.
     """
 
-    __slots__ = ("seq", "start", "indices", "items", "keys", "values", "errors", "attempts",
+    __slots__ = ("seq", "start", "indices", "items", "keys", "keyfn", "values", "errors", "attempts",
                  "durations", "remaining")
 
     def __init__(self, seq: int, start: int, items: list, indices: list[int] | None = None,
-                 keys: list | None = None) -> None:
+                 keys: list | None = None, keyfn: Any = None) -> None:
         n = len(items)
         self.seq = seq
         self.start = start
         self.indices = indices  # None: the chunk covers input positions start .. start + n - 1
         self.items = items
         self.keys = keys
+        self.keyfn = keyfn  # keys are computed on demand when nothing needed them up front
         # Filled by merge(); allocated here only when the chunk arrives in pieces.
         self.values: list = []
         self.errors: dict[int, ItemError] = {}
@@ -84,8 +85,17 @@ class ChunkOutcomes:
         return (self.outcome(pos) for pos in range(len(self.items)))
 
     def key(self, pos: int) -> Any:
-        """The item's journal key (when the run has a journal)."""
-        return self.keys[pos] if self.keys is not None else None
+        """The item's key (``None`` when the run has no key function)."""
+        if self.keys is not None:
+            return self.keys[pos]
+        return self.keyfn(self.items[pos]) if self.keyfn is not None else None
+
+    def key_list(self) -> list:
+        """Every item's key, computed once."""
+        if self.keys is None:
+            keyfn = self.keyfn
+            self.keys = [keyfn(item) for item in self.items] if keyfn is not None else [None] * len(self.items)
+        return self.keys
 
 
 class Report:
