@@ -6,6 +6,7 @@ import os
 from typing import Any, Callable, Iterable, Iterator
 
 from .engine import Engine, MaxFailures
+from .files import FileWalk
 from .journal import Journal, RunRecord, item_key
 from .outcome import Outcome
 from .report import ChunkOutcomes, Report
@@ -45,7 +46,9 @@ class _Session:
                 total = len(items)  # type: ignore[arg-type]
             except TypeError:
                 total = None
-            self.record = j.begin(_job_name(fn, desc), resume=bool(resume) and resume != "failed",
+            # A run is "the same" when its name and, for a file walk, its root and filters match.
+            args = {"files": repr(items)} if isinstance(items, FileWalk) else {}
+            self.record = j.begin(_job_name(fn, desc), args, resume=bool(resume) and resume != "failed",
                                   retry_failed=resume == "failed", total=total)
         keyfn = None
         skip = None
@@ -140,6 +143,9 @@ def run(fn: Callable[[Any], Any], items: Iterable[Any], *, backend: Any = "proce
     a notebook widget or log lines; ``False`` is silent. ``journal``: ``True`` or a path to
     record the run in SQLite; with ``resume=True`` the latest unfinished run of the same job is
     continued (finished items skipped), with ``resume="failed"`` only the failures are re-run.
+    "The same job" is the same ``desc`` (default: the function's qualified name) and, for
+    :func:`batchkit.files` input, the same root and filters: give different inputs different
+    ``desc`` values.
     ``key``: the item's identity for the journal (default: path, short string, or digest).
     ``max_failures``: stop dispatching after this many failures (or this fraction of items).
 

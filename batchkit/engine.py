@@ -167,7 +167,7 @@ class Engine:
             open_chunks = 0
             barren = 0
 
-            def submit(sub: Slice) -> None:
+            def submit(sub: Slice) -> bool:
                 if beacon is not None:
                     sub.slot = beacon.acquire()
                 whole = sub.lo == 0 and sub.hi == len(sub.chunk)
@@ -176,7 +176,11 @@ class Engine:
                 # `stop` only reaches in-memory workers; pickling drops it (see Task).
                 sub.task = Task(self.fn, items, self.retry, self.timeout, where,
                                 None if backend.beacon else stop, sub.check_values)
-                in_flight[backend.submit(run_chunk, sub.task)] = sub
+                fut = backend.submit(run_chunk, sub.task)
+                in_flight[fut] = sub
+                # Done already (the serial backend runs it inside submit): collect it before
+                # running another, so an interrupt never strands a finished chunk unrecorded.
+                return fut.done()
 
             while True:
                 # Fill the pipeline: re-runs first, then isolated suspects alone, then new chunks.
@@ -184,7 +188,8 @@ class Engine:
                     if any(sub.isolated for sub in in_flight.values()):
                         break  # a suspect runs alone, so a crash can only be its own
                     if queue:
-                        submit(queue.popleft())
+                        if submit(queue.popleft()):
+                            break
                     elif isolate:
                         if not in_flight:
                             submit(isolate.popleft())
@@ -199,7 +204,8 @@ class Engine:
                                 progress.set_total(self.seen - self.skipped)
                             break
                         open_chunks += 1
-                        submit(Slice(chunk, 0, len(chunk)))
+                        if submit(Slice(chunk, 0, len(chunk))):
+                            break
                 if self.stopping is not None and (not in_flight or time.monotonic() > self._stop_deadline):
                     kill = bool(in_flight)
                     raise self.stopping

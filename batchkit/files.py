@@ -102,7 +102,12 @@ class FileWalk:
                             and self.max_size is None and self.newer_than is None and self.older_than is None)
 
     def __repr__(self) -> str:
-        return f"files({str(self.root)!r}, include={self.include!r})"
+        # Also the walk's identity in the journal: everything that changes which files it yields.
+        opts = {"include": self.include, "exclude": self.exclude, "recursive": self.recursive,
+                "follow_symlinks": self.follow_symlinks, "hidden": self.hidden, "min_size": self.min_size,
+                "max_size": self.max_size}
+        shown = ", ".join(f"{k}={v!r}" for k, v in opts.items() if v not in ((), None))
+        return f"files({os.path.abspath(self.root)!r}, {shown})"
 
     def __iter__(self) -> Iterator[Path]:
         if self.as_str:

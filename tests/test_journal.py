@@ -175,3 +175,26 @@ def test_journal_of_another_schema_version_is_refused_clearly(tmp_path):
     con.close()
     with pytest.raises(bk.BackendError, match="another version of batchkit.*move it aside"):
         Journal(db)
+
+
+def test_resume_of_a_file_walk_only_continues_the_same_tree(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            (tmp_path / name / f"{i}.txt").write_text(name)
+    db = tmp_path / "j.db"
+
+    def stop_at_second(path):
+        if path.name == "1.txt" and path.parent.name == "a":
+            raise KeyboardInterrupt
+        return path.name
+
+    with pytest.raises(KeyboardInterrupt):
+        bk.run(stop_at_second, bk.files(tmp_path / "a"), backend="serial", chunk_size=1, journal=db,
+               progress=False, desc="walk")
+    other = bk.run(str, bk.files(tmp_path / "b"), backend="serial", journal=db, resume=True, progress=False,
+                   desc="walk")
+    assert other.skipped == 0 and other.succeeded == 3  # another tree: a new run, nothing skipped
+    same = bk.run(str, bk.files(tmp_path / "a"), backend="serial", journal=db, resume=True, progress=False,
+                  desc="walk")
+    assert same.skipped == 1 and same.succeeded == 2
