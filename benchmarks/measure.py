@@ -39,6 +39,20 @@ class Timing:
         return self.items / self.median if self.times and self.median > 0 else float("nan")
 
 
+def cost_ratio(a: Timing, b: Timing, paired: bool) -> float | None:
+    """``a``'s time per item divided by ``b``'s; ``None`` when either did not run.
+
+    ``paired``: the two ran their rounds interleaved, so round *i* of each saw the same load;
+    the median of the per-round ratios then cancels load that drifts during the run, which a
+    ratio of the two medians does not. Otherwise: the ratio of the medians.
+    """
+    if not a.times or not b.times:
+        return None
+    if paired and len(a.times) == len(b.times):
+        return statistics.median((x / a.items) / (y / b.items) for x, y in zip(a.times, b.times))
+    return (a.median / a.items) / (b.median / b.items)
+
+
 @dataclass(frozen=True)
 class Target:
     """A promise from the issues: ``value`` (in ``unit``) must be ``<=`` or ``>=`` ``limit``."""

@@ -82,14 +82,15 @@ def measure(mode: str, n: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(sizes: tuple[int, int], log: Callable[[str], None]) -> tuple[list[str], list[list[str]], list[Target],
-                                                                     list[Timing]]:
-    """Measure the floor, batchkit at both sizes and Pool.imap at the large one."""
+def run(sizes: tuple[int, int], log: Callable[[str], None], context: bool = True
+        ) -> tuple[list[str], list[list[str]], list[Target], list[Timing]]:
+    """Measure the floor, batchkit at both sizes and (``context``) Pool.imap at the large one."""
     small, large = sizes
     plan = [("floor", 10, "imports + a 10-item run: the interpreter's own footprint"),
             ("batchkit", small, "`bk.imap`, process backend, 2 workers"),
-            ("batchkit", large, "`bk.imap`, process backend, 2 workers"),
-            ("pool", large, "`Pool(2).imap(chunksize=1000)`, for context")]
+            ("batchkit", large, "`bk.imap`, process backend, 2 workers")]
+    if context:
+        plan.append(("pool", large, "`Pool(2).imap(chunksize=1000)`, for context"))
     rows, found, timings = [], {}, []
     for mode, n, note in plan:
         log(f"  {mode}: {n:,} items")

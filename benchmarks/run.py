@@ -45,7 +45,7 @@ def map_section(key: str, sizes: Sizes, shared: Shared, log: Log) -> Section:
 
 def rss_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
     """Parent peak RSS of ``bk.imap`` over a long generator."""
-    header, cells, tgts, timings = rss.run(sizes.rss, log)
+    header, cells, tgts, timings = rss.run(sizes.rss, log, context=sizes.full_peers)
     small, large = sizes.rss
     return Section("rss", "Memory: imap over a generator",
                    f"`bk.imap(x * 2, generator)` of {small:,} and {large:,} items, process backend, "

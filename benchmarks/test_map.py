@@ -34,6 +34,7 @@ def test_map(benchmark, shared, key, peer, n):
     benchmark.extra_info.update(items=n, workers=sc.workers, pool_warm=peer.warm)
     with peer.open(shared, sc.workers) as go:
         go(sc.fn, items[:sc.warmup])  # pool started and warm before the clock, when it is reused
-        out = benchmark.pedantic(go, args=(sc.fn, items), rounds=SIZES.rounds, iterations=1)
+        rounds = SIZES.short_rounds if sc.short else SIZES.rounds
+        out = benchmark.pedantic(go, args=(sc.fn, items), rounds=rounds, iterations=1)
     assert len(out) == n
     assert out[0] == sc.fn(items[0]) and out[-1] == sc.fn(items[-1])
