@@ -5,7 +5,7 @@
 >>> report.values()
 ['A', 'B']
 
-The process and Dask backends load joblib / dask only when used: ``import batchkit`` is light.
+The process and Dask backends load loky / dask only when used: ``import batchkit`` is light.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ __all__ = [
     "run",
 ]
 
-# Names resolved on first use, so importing batchkit never imports joblib, dask or distributed.
+# Names resolved on first use, so importing batchkit never imports loky, joblib, dask or distributed.
 _LAZY = {
     "SerialBackend": ("batchkit.backends.serial", "SerialBackend"),
     "ThreadBackend": ("batchkit.backends.thread", "ThreadBackend"),

@@ -14,7 +14,7 @@ from batchkit.jobfind import list_jobs, readymade_dir
 from conftest import PY, python_env
 
 READY_MADE = sorted(p.stem for p in readymade_dir().glob("*.py") if not p.name.startswith("_"))
-HEAVY = ("dask", "distributed", "joblib")
+HEAVY = ("dask", "distributed", "joblib", "loky")
 
 
 def test_the_ready_made_jobs_are_all_there():

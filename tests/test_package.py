@@ -12,7 +12,7 @@ from conftest import python_env
 
 def test_import_batchkit_loads_no_heavy_backend():
     code = ("import sys, batchkit, batchkit.cli.main; "
-            "print(sorted(m for m in ('dask', 'distributed', 'joblib') if m in sys.modules))")
+            "print(sorted(m for m in ('dask', 'distributed', 'joblib', 'loky') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=python_env(), check=True)
     assert out.stdout.strip() == "[]"
 

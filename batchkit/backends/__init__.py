@@ -1,7 +1,7 @@
 """Backends: where chunks run. ``resolve`` turns a name or an instance into a backend.
 
 The process and Dask backends are imported only when used, so ``import batchkit`` never
-loads joblib, dask or distributed.
+loads loky, joblib, dask or distributed.
 """
 
 from __future__ import annotations

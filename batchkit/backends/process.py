@@ -17,7 +17,7 @@ IDLE_TIMEOUT = 120
 
 
 class ProcessBackend(Backend):
-    """Runs chunks in worker processes from a loky executor (joblib's vendored loky).
+    """Runs chunks in worker processes from a loky executor (the executor joblib is built on).
 
     Functions go to workers with cloudpickle, so lambdas, closures and functions defined in
     ``__main__`` or a notebook cell work. The pool is kept between runs, so a notebook's
@@ -53,14 +53,16 @@ class ProcessBackend(Backend):
             self._executor = None
 
 
-# batchkit's own pool, not loky's get_reusable_executor(): that singleton is shared with
-# joblib.Parallel, and joblib breaks when it finds an executor it did not configure.
+# loky itself rather than the copy vendored in joblib: importing joblib.externals.loky imports all
+# of joblib, which costs ~0.2 s in the parent and again in every fresh worker. And batchkit's own
+# pool, not loky's get_reusable_executor(): a process-wide singleton is shared with whatever else
+# uses it (joblib.Parallel breaks when it finds an executor it did not configure).
 _lock = threading.Lock()
 _shared: dict[str, Any] = {"executor": None, "workers": 0}
 
 
 def _shared_executor(workers: int, fresh: bool = False) -> Any:
-    from joblib.externals.loky import ProcessPoolExecutor
+    from loky import ProcessPoolExecutor
 
     with _lock:
         executor = _shared["executor"]
@@ -91,7 +93,7 @@ def _drop_shared(executor: Any) -> None:
 
 
 def _is_broken(exc: BaseException) -> bool:
-    from joblib.externals.loky.process_executor import BrokenProcessPool, ShutdownExecutorError
+    from loky.process_executor import BrokenProcessPool, ShutdownExecutorError
 
     return isinstance(exc, (BrokenProcessPool, ShutdownExecutorError)) or "shutdown" in str(exc)
 
@@ -100,7 +102,7 @@ _EXITCODE = re.compile(r"\((-?\d+)\)|\b(-?\d+)\b")
 
 
 def _translate(exc: BaseException) -> BaseException:
-    from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
+    from loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 
     if isinstance(exc, TerminatedWorkerError):
         text = str(exc)
