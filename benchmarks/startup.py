@@ -1,7 +1,7 @@
 """Start-up: ``import batchkit`` and the CLI's light commands, timed as fresh processes.
 
 Each command runs as a new process, so the figure is what a shell user or cron waits for. A
-second, untimed run of each reports which heavy modules (dask, distributed, joblib) it loaded:
+second, untimed run of each reports which heavy modules (dask, distributed, joblib, loky) it loaded:
 the light commands must load none of them.
 """
 
@@ -16,7 +16,7 @@ from typing import Callable
 from .measure import Target, Timing, time_command
 from .table import seconds
 
-HEAVY = ("dask", "distributed", "joblib")
+HEAVY = ("dask", "distributed", "joblib", "loky")
 
 # Runs the CLI in-process, then reports (on stderr) which heavy modules it imported.
 _PROBE = f"""
@@ -75,8 +75,9 @@ def run(rounds: int, log: Callable[[str], None]) -> tuple[list[str], list[list[s
         bold = f"**{name}**" if probe is not None else name
         rows.append([bold, f"{t.median * 1000:.0f}", f"{(t.median - base) * 1000:.0f}", loaded])
         if probe is not None:
-            targets.append(Target(f"`{name.replace('python3 -c ', '')}` loads none of dask, distributed, joblib",
+            what = name.replace("python3 -c ", "").strip("'")
+            targets.append(Target(f"`{what}` loads none of dask, distributed, joblib, loky",
                                   float(len(heavy)) if heavy is not None else None, 0, "<=", "modules",
                                   f"wall {seconds(t.median)} s"))
-    header = ["command", "median wall ms", "ms over bare python3", "dask / distributed / joblib loaded"]
+    header = ["command", "median wall ms", "ms over bare python3", "dask / distributed / joblib / loky loaded"]
     return header, rows, targets, timings

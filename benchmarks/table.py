@@ -32,10 +32,10 @@ def count(x: float) -> str:
 
 
 def ratio(x: float | None) -> str:
-    """``1.23×``, or ``—`` when not measured."""
+    """``1.23×`` (``4,720×`` when large), or ``—`` when not measured."""
     if x is None or x != x:
         return "—"
-    return f"{x:.3g}×"
+    return f"{x:,.0f}×" if x >= 1000 else f"{x:.3g}×"
 
 
 def timing_cells(timings: Sequence[Timing], ref: str | None,
@@ -71,6 +71,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
+def precise(x: float) -> str:
+    """A target's figure: enough digits that a value just over its limit does not print as the limit."""
+    if x >= 100:
+        return f"{x:,.0f}×"
+    return f"{x:.3f}×" if x < 10 else f"{x:.1f}×"
+
+
 def verdict(target: Target) -> str:
     """``met`` / ``**not met**`` / ``not measured``."""
     met = target.met
@@ -84,7 +91,7 @@ def targets_table(targets: Sequence[Target]) -> str:
         if t.value is None or t.value != t.value:
             measured = "—"
         elif t.unit == "×":
-            measured = ratio(t.value)
+            measured = precise(t.value)
         else:
             measured = f"{t.value:.3g} {t.unit}"
         limit = f"{t.op} {t.limit:g}{t.unit if t.unit == '×' else ' ' + t.unit}"
