@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -112,7 +113,7 @@ def write_readme(text: str, path: Path = README) -> None:
     path.write_text(f"{head}{START}\n{text}{END}{tail}")
 
 
-def _prepare_environment() -> None:
+def _prepare_environment() -> str:
     # Workers started by spawn/loky/Dask must import `benchmarks.workloads` by reference.
     root = str(Path(__file__).resolve().parent.parent)
     paths = os.environ.get("PYTHONPATH", "")
@@ -121,7 +122,9 @@ def _prepare_environment() -> None:
     if root not in sys.path:
         sys.path.insert(0, root)
     # Nothing measured here may touch the user's own journal.
-    os.environ["BATCHKIT_HOME"] = tempfile.mkdtemp(prefix="batchkit-bench-home-")
+    home = tempfile.mkdtemp(prefix="batchkit-bench-home-")
+    os.environ["BATCHKIT_HOME"] = home
+    return home
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -145,7 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected scenarios, print the table; return the exit status."""
     args = parse_args(argv)
     sizes = SIZES[args.size or ("quick" if args.quick else "full")]
-    _prepare_environment()
+    home = _prepare_environment()
+    try:
+        return _run(args, sizes)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, sizes: Sizes) -> int:
     when = datetime.now(timezone.utc)
     load_start = machine.load()
     started = time.perf_counter()
