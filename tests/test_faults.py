@@ -139,7 +139,7 @@ def test_dask_item_that_keeps_killing_workers_is_isolated_as_crash():
     import dask
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None,
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
                                       silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
             def fn(x):
                 if x == 5:
@@ -150,3 +150,9 @@ def test_dask_item_that_keeps_killing_workers_is_isolated_as_crash():
     (bad,) = report.failures
     assert bad.item == 5 and bad.error.kind == "crash"
     assert report.succeeded == 7
+
+
+def test_starting_a_local_cluster_leaves_the_environment_as_it_was():
+    before = dict(os.environ)
+    bk.run(abs, [-1, -2], backend="dask", workers=1, progress=False)
+    assert dict(os.environ) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 from typing import Any, Callable
 
 from ..errors import BackendError, UsageError, WorkerCrashed
@@ -72,18 +73,24 @@ class DaskBackend(Backend):
             if self.address is not None:
                 self._client = distributed.Client(self.address, timeout="10s")
             else:
-                import os
-
                 n = self._n_workers or os.cpu_count() or 1
                 kwargs = {
                     "n_workers": n,
                     "threads_per_worker": self._threads,
                     "processes": True,
-                    "dashboard_address": None,
+                    "dashboard_address": ":0",  # None still binds :8787 in recent distributed
                     "silence_logs": logging.ERROR,
                 }
                 kwargs.update(self._cluster_kwargs)
-                self._cluster = distributed.LocalCluster(**kwargs)
+                # LocalCluster writes MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS and friends into
+                # os.environ for its workers and leaves them there; every process started later
+                # (process-backend workers, `batchkit exec` commands) would inherit them.
+                saved = dict(os.environ)
+                try:
+                    self._cluster = distributed.LocalCluster(**kwargs)
+                finally:
+                    os.environ.clear()
+                    os.environ.update(saved)
                 self._client = distributed.Client(self._cluster)
         except UsageError:
             raise
