@@ -31,7 +31,7 @@ def test_auto_grows_for_tiny_items_but_caps_for_load_balance():
         chunker.observe(chunker.next_size(), chunker.next_size() * 1e-7)
     assert sizes[0] == 1
     assert all(b <= a * GROWTH for a, b in zip(sizes, sizes[1:]))
-    assert sizes[-1] == 1_000_000 // 8  # Pool.map's len / (4 * workers)
+    assert sizes[-1] == 1_000_000 // 16  # len / (8 * workers): half Pool.map's chunk
 
 
 def test_auto_aims_at_a_fraction_of_a_second_for_slow_items():
