@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from array import array
+from itertools import repeat
 from typing import Any, Iterator
 
 from .errors import BatchFailed
@@ -82,7 +83,11 @@ class ChunkOutcomes:
 
     def outcomes(self) -> Iterator[Outcome]:
         """Every outcome of this chunk, in input order."""
-        return (self.outcome(pos) for pos in range(len(self.items)))
+        if self.errors or self.attempts or self.indices is not None:
+            return (self.outcome(pos) for pos in range(len(self.items)))
+        # The common case (every item succeeded on its first attempt), built in bulk.
+        return map(Outcome, range(self.start, self.start + len(self.items)), self.items,
+                   repeat(True, len(self.items)), self.values, repeat(None), repeat(1), self.durations)
 
     def key(self, pos: int) -> Any:
         """The item's key (``None`` when the run has no key function)."""
