@@ -92,3 +92,42 @@ def test_sigterm_under_graceful_records_finished_chunks_and_exits_143(tmp_path):
     (done,) = db.execute("SELECT COUNT(*) FROM items").fetchone()
     assert state == "interrupted"
     assert 0 < done < 10000
+
+
+SECOND_SIGINT = textwrap.dedent("""
+    import sys, time
+    import batchkit as bk
+    from batchkit.interrupt import graceful
+
+    def very_slow(x):
+        time.sleep(20)
+        return x
+
+    if __name__ == "__main__":
+        print("ready", flush=True)
+        try:
+            with graceful(grace=60):
+                bk.run(very_slow, range(8), backend="process", workers=2, chunk_size=1, progress=False)
+        except KeyboardInterrupt as exc:
+            print("stopped", type(exc).__name__, flush=True)
+            sys.exit(130)
+""")
+
+
+def test_second_ctrl_c_stops_at_once_without_waiting_for_the_grace_period(tmp_path):
+    script = tmp_path / "second.py"
+    script.write_text(SECOND_SIGINT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=python_env())
+    assert proc.stdout.readline().strip() == "ready"
+    kids = _wait_for_children(proc.pid, 2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)  # first: stop dispatching, wait up to 60 s for the 20 s items
+    time.sleep(1.0)
+    assert proc.poll() is None  # still waiting for in-flight items, as the first Ctrl-C asks
+    proc.send_signal(signal.SIGINT)  # second: stop now
+    out, err = proc.communicate(timeout=15)  # far less than the 20 s items or the 60 s grace
+    assert "stopped KeyboardInterrupt" in out, err
+    assert proc.returncode == 130
+    time.sleep(0.5)
+    assert [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE] == []
