@@ -22,12 +22,12 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
+from .atomic import write_atomic
 from .errors import UsageError
 from .secrets import is_secret_name, redact
 
@@ -253,19 +253,8 @@ class Crontab:
             if proc.returncode != 0:
                 raise UsageError(f"crontab refused the new table: {proc.stderr.strip()}")
             return
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        mode = self.file.stat().st_mode & 0o7777 if self.file.exists() else 0o600
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.file.name}.", dir=self.file.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(text.encode("utf-8", "surrogateescape"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, self.file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # A new FILE is private like a user's crontab; an existing one keeps its mode.
+        write_atomic(self.file, text, mode=None if self.file.exists() else 0o600)
 
     @staticmethod
     def _crontab(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:

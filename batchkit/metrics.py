@@ -17,9 +17,10 @@ import fcntl
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_atomic
 
 # (name, help) in the order they are written.
 FAMILIES = [
@@ -104,26 +105,8 @@ def write_run_metrics(path: str | os.PathLike, job: str, *, ended: float, succee
         for result in ("succeeded", "failed", "skipped"):
             put("batchkit_items_total", int(counts.get(result, 0)), result=result)
         put("batchkit_run_duration_seconds", round(duration, 3))
-        _atomic_write(path, render({k: v for k, v in samples.items() if v}))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A dot name without .prom: the collector ignores it even if we die before the rename.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the collector usually runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        # 0644: the collector usually runs as another user.
+        write_atomic(path, render({k: v for k, v in samples.items() if v}), mode=0o644)
 
 
 class _file_lock:

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .atomic import write_atomic
 from .cron import validate_schedule
 from .errors import UsageError
 from .units import parse_duration
@@ -165,11 +166,8 @@ class Scheduler:
         return state
 
     def _save(self, state: dict[str, float]) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         for key, when in state.items():
-            tmp = self.state_dir / f".{key}.{os.getpid()}"
-            tmp.write_text(repr(when))
-            os.replace(tmp, self.state_dir / key)
+            write_atomic(self.state_dir / key, repr(when))
 
     def stop(self, signum: int | None = None) -> None:
         """Ask the loop to stop: no new runs; running jobs get ``signum`` (default SIGTERM)."""

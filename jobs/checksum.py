@@ -15,10 +15,10 @@ import hashlib
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import batchkit as bk
+from batchkit.atomic import write_atomic
 
 # shake_* need a length, so they cannot write a coreutils-style manifest.
 ALGORITHMS = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
@@ -107,17 +107,7 @@ def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None 
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    directory = os.path.dirname(os.path.abspath(manifest))
-    fd, tmp = tempfile.mkstemp(prefix=".checksum-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, manifest)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(manifest, data)
 
 
 def manifest_line(path: str, digest: str) -> bytes:
