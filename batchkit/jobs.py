@@ -140,6 +140,11 @@ class Job:
         self.params()
         return fn
 
+    @property
+    def has_finish(self) -> bool:
+        """Whether the job has a finishing step (which sees every outcome)."""
+        return self._finish is not None
+
     # -- options -----------------------------------------------------------------------------
 
     def _hooks(self) -> list[tuple[Callable[..., Any], int]]:

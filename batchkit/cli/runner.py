@@ -187,10 +187,11 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
                                  chunk_size=opts.get("chunk_size") or "auto", ordered=False, retry=retry,
                                  timeout=opts.get("timeout"), progress=progress, journal=recorder,
                                  key=job.key, max_failures=opts.get("max_failures"), desc=job.name)
-                outcomes = report.outcomes
-                if report.skipped and journal is not None and record is not None:
-                    outcomes = sorted(outcomes + earlier_outcomes(journal, record), key=lambda o: o.index)
-                bound.finish(outcomes, report)
+                if job.has_finish:  # only a finishing step needs every outcome built
+                    outcomes = report.outcomes
+                    if report.skipped and journal is not None and record is not None:
+                        outcomes = sorted(outcomes + earlier_outcomes(journal, record), key=lambda o: o.index)
+                    bound.finish(outcomes, report)
                 code, state = (0, "succeeded") if report.ok else (1, "failed")
             except Interrupted as exc:
                 code, state, message = exc.exit_code, "interrupted", f"stopped by {exc.signame}"
