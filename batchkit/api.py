@@ -20,14 +20,6 @@ def _job_name(fn: Callable[..., Any], desc: str | None) -> str:
     return f"{module}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
-def _text_key(key: Callable[[Any], Any]) -> Callable[[Any], str]:
-    # Journal keys are text; only convert what is not text already.
-    def keyfn(item: Any) -> str:
-        k = key(item)
-        return k if type(k) is str else str(k)
-    return keyfn
-
-
 class _Session:
     """An engine plus, when asked for, the journal run it writes to."""
 
@@ -54,7 +46,7 @@ class _Session:
         skip = None
         on_chunk = None
         if self.record is not None:
-            keyfn = item_key if key is None else _text_key(key)
+            keyfn = item_key if key is None else key
             skip = self.record.is_done if self.record.done else None
             on_chunk = self.record.record
         elif key is not None:

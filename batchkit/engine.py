@@ -22,6 +22,7 @@ from .backends import resolve
 from .beacon import Beacon
 from .chunking import Chunker, check_chunk_size, split
 from .errors import BackendError, Interrupted, UsageError, WorkerCrashed
+from .keys import text_key
 from .progress import make_progress
 from .recovery import Slice, is_pickling_error, kill_overdue, recover
 from .report import ChunkOutcomes
@@ -137,7 +138,7 @@ class Engine:
 
         def keyed() -> Iterator[tuple[int, Any, Any]]:
             for i, item in enumerate(self.items):
-                k = keyfn(item) if keyfn is not None else None
+                k = text_key(keyfn(item)) if keyfn is not None else None
                 if skip is not None and skip(k):
                     self.skipped += 1
                     continue

@@ -1,8 +1,10 @@
 """The journal: runs and their finished items in one SQLite file, so a run can be resumed.
 
-One row per run (job, arguments with secrets removed, times, state, counts) and one row per
-finished item (key, ok, a short value summary or the error, attempts, duration). Items are
-written one transaction per chunk, so a crash loses at most the chunks in flight. WAL mode lets
+One row per run (job, arguments with secrets removed, times, state, counts) and one item row per
+finished item (key, ok, a short value summary or the error, attempts, duration), read through the
+``items`` view. Items are written one transaction per chunk, so a crash loses at most the chunks
+in flight; a chunk's item rows are stored packed in one row of ``chunks`` (see
+:mod:`batchkit.rowpack`), which is what keeps the journal's cost per item low. WAL mode lets
 ``batchkit status`` read while a run writes.
 
 A resumed run continues the *same* run row: the items it already has are skipped, the others
@@ -14,16 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import socket
 import sqlite3
 import threading
 import time
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import BackendError
-from .runrecord import RunRecord
+from .keys import item_key
+from .rowpack import VIEW, pack, row_keys, unpack
+from .runrecord import RunRecord, from_db_key
 from .secrets import redact
 
 SCHEMA = """
@@ -47,34 +51,33 @@ CREATE TABLE IF NOT EXISTS runs (
     message     TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, id);
-CREATE TABLE IF NOT EXISTS items (
+-- The item rows of each finished chunk, packed as one JSON array (batchkit/rowpack.py);
+-- the items view below shows them one row per item.
+CREATE TABLE IF NOT EXISTS chunks (
+    id          INTEGER PRIMARY KEY,
     run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    key         TEXT NOT NULL,
-    idx         INTEGER,
-    ok          INTEGER NOT NULL,
-    value       TEXT,
-    attempts    INTEGER NOT NULL DEFAULT 1,
-    duration    REAL,
+    first_idx   INTEGER,
+    n           INTEGER NOT NULL,
+    failed      INTEGER NOT NULL,
     finished    REAL NOT NULL,
-    PRIMARY KEY (run_id, key)
-) WITHOUT ROWID;
--- The error of each failed item. Kept apart so that the row of a succeeded item stays narrow:
--- binding a column costs about as much as writing it, and most items succeed.
+    rows        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_run ON chunks (run_id);
+-- The error of each failed item, a row each (failures are few).
 CREATE TABLE IF NOT EXISTS failures (
-    run_id      INTEGER NOT NULL,
+    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     key         TEXT NOT NULL,
     error_type  TEXT,
     error_kind  TEXT,
     message     TEXT,
     traceback   TEXT,
     step        TEXT,
-    PRIMARY KEY (run_id, key),
-    FOREIGN KEY (run_id, key) REFERENCES items (run_id, key) ON DELETE CASCADE
+    PRIMARY KEY (run_id, key)
 ) WITHOUT ROWID;
 """
 
 # Bumped whenever the tables change shape; a journal of another version is refused clearly.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 __all__ = ["Journal", "RunRecord", "default_home", "default_path", "fingerprint", "item_key"]
 
@@ -95,20 +98,6 @@ def default_home() -> Path:
 def default_path() -> Path:
     """Where the journal lives by default: ``$BATCHKIT_HOME/batchkit.db``."""
     return default_home() / "batchkit.db"
-
-
-def item_key(item: Any) -> str:
-    """A stable key for ``item``: the path for files, the text for short strings, else a
-    digest of the item's pickle. Independent of the item's position in the input."""
-    if isinstance(item, os.PathLike):
-        return os.fspath(item)  # type: ignore[return-value]
-    if isinstance(item, str) and len(item) <= 256:
-        return item
-    try:
-        data = pickle.dumps(item, protocol=4)
-    except Exception:
-        data = repr(item).encode()
-    return "b2:" + hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def fingerprint(job: str, args: dict[str, Any]) -> str:
@@ -138,19 +127,19 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                       check_same_thread=False)
-            # Bigger pages: a third less CPU per item row (fewer, fuller B-tree pages). Only takes
-            # effect when the file is created, which is when it matters.
+            # Bigger pages: a chunk's packed item rows (about 100 bytes an item) span fewer
+            # overflow pages. Only takes effect when the file is created.
             self.db.execute("PRAGMA page_size=16384")
+            # With WAL, NORMAL loses no committed transaction when a process dies.
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA journal_mode=WAL")
             # Checkpoint every ~4 MB (counted in pages), so it happens in the run's writer thread
             # as it goes rather than all at once when the journal closes.
             self.db.execute("PRAGMA wal_autocheckpoint=256")
-            # With WAL, NORMAL loses no committed transaction when a process dies.
-            self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self._check_version()
-            self.db.executescript(SCHEMA)
-            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if not self._check_version():  # a new journal: its tables, in one transaction
+                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}{VIEW}"
+                                      f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         except (sqlite3.Error, OSError) as exc:
             raise BackendError(f"journal {self.path} is unusable: {exc}; "
                                "set BATCHKIT_HOME to a writable directory or use --no-journal") from exc
@@ -158,13 +147,15 @@ class Journal:
         # One connection, used by the run's writer thread and by readers: one user at a time.
         self.lock = threading.RLock()
 
-    def _check_version(self) -> None:
+    def _check_version(self) -> bool:
+        """Whether the journal has its tables; raises if they are another version's."""
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         has_tables = self.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='runs'").fetchone()[0]
         if has_tables and version != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
                 f"it was written by another version of batchkit (schema {version}, this one reads "
                 f"{SCHEMA_VERSION}); move it aside to start a new history")
+        return bool(has_tables)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -204,11 +195,29 @@ class Journal:
                 run_id = cur.lastrowid
         if row is None:
             done: set[str] = set()
-        elif retry_failed:
-            done = {r[0] for r in self.db.execute("SELECT key FROM items WHERE run_id=? AND ok=1", (run_id,))}
         else:
-            done = {r[0] for r in self.db.execute("SELECT key FROM items WHERE run_id=?", (run_id,))}
+            if retry_failed:
+                self._forget_failures(run_id)
+            done = set(chain.from_iterable(
+                row_keys(text) for (text,) in self.db.execute("SELECT rows FROM chunks WHERE run_id=?", (run_id,))))
         return RunRecord(self, run_id, job, done, resumed=row is not None)
+
+    def _forget_failures(self, run_id: int) -> None:
+        # --retry-failed: the failed items are dropped from the run, to be run and recorded
+        # again. Should the retry stop early, they are simply not done yet: --resume runs them.
+        with self._transaction():
+            for chunk_id, first_idx, text in self.db.execute(
+                    "SELECT id, first_idx, rows FROM chunks WHERE run_id=? AND failed > 0", (run_id,)).fetchall():
+                kept = [r for r in unpack(text, first_idx) if r[2] is not None]
+                if kept:
+                    keys, indices, values, attempts, durations = zip(*kept)
+                    self.db.execute("UPDATE chunks SET rows=?, n=?, failed=0, first_idx=NULL WHERE id=?",
+                                    (pack(keys, values, durations, indices,
+                                          {pos: a for pos, a in enumerate(attempts) if a != 1}),
+                                     len(kept), chunk_id))
+                else:
+                    self.db.execute("DELETE FROM chunks WHERE id=?", (chunk_id,))
+            self.db.execute("DELETE FROM failures WHERE run_id=?", (run_id,))
 
     def _latest(self, fp: str, unfinished_only: bool) -> sqlite3.Row | None:
         for row in self.db.execute("SELECT * FROM runs WHERE fingerprint=? ORDER BY id DESC", (fp,)):
@@ -273,16 +282,36 @@ class Journal:
         millions of items is never loaded to be counted."""
         with self.lock:
             done, failed, recent = self.db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(1 - ok), 0), COALESCE(SUM(finished >= ?), 0) FROM items "
-                "WHERE run_id=?", (since if since is not None else float("inf"), run_id)).fetchone()
+                "SELECT COALESCE(SUM(n), 0), COALESCE(SUM(failed), 0), "
+                "COALESCE(SUM(CASE WHEN finished >= ? THEN n END), 0) FROM chunks WHERE run_id=?",
+                (since if since is not None else float("inf"), run_id)).fetchone()
         return done, failed, recent
 
     def items(self, run_id: int, failed_only: bool = False) -> list[dict]:
         """The recorded items of a run (only the failed ones with ``failed_only``), each a dict
         with the item's columns and, for failures, ``error_type``, ``error_kind``, ``message``,
         ``traceback`` and ``step``."""
-        sql = ("SELECT i.*, f.error_type, f.error_kind, f.message, f.traceback, f.step FROM items i "
-               "LEFT JOIN failures f ON f.run_id = i.run_id AND f.key = i.key WHERE i.run_id=?"
-               + (" AND i.ok=0" if failed_only else "") + " ORDER BY i.idx, i.key")
+        # Read in Python rather than through the view: json.loads gives back every key exactly,
+        # even one that SQLite's JSON functions cannot (a file name that is not valid UTF-8).
         with self.lock:
-            return [dict(r) for r in self.db.execute(sql, (run_id,))]
+            errors = {from_db_key(r[0]): r[1:] for r in self.db.execute(
+                "SELECT key, error_type, error_kind, message, traceback, step FROM failures WHERE run_id=?",
+                (run_id,))}
+            chunks = self.db.execute(
+                "SELECT first_idx, finished, rows FROM chunks WHERE run_id=?"
+                + (" AND failed > 0" if failed_only else ""),
+                (run_id,)).fetchall()
+        rows = []
+        none = (None,) * 5
+        for first_idx, finished, text in chunks:
+            for key, idx, value, attempts, duration in unpack(text, first_idx):
+                ok = value is not None
+                if failed_only and ok:
+                    continue
+                error_type, error_kind, message, traceback, step = none if ok else errors.get(key, none)
+                rows.append({"run_id": run_id, "key": key, "idx": idx, "ok": int(ok), "value": value,
+                             "attempts": attempts, "duration": duration, "finished": finished,
+                             "error_type": error_type, "error_kind": error_kind, "message": message,
+                             "traceback": traceback, "step": step})
+        rows.sort(key=lambda r: (r["idx"] if r["idx"] is not None else -1, r["key"]))
+        return rows

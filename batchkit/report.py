@@ -8,6 +8,7 @@ from itertools import repeat
 from typing import Any, Iterator
 
 from .errors import BatchFailed
+from .keys import key_list, text_key
 from .outcome import ItemError, Outcome
 
 
@@ -93,13 +94,13 @@ class ChunkOutcomes:
         """The item's key (``None`` when the run has no key function)."""
         if self.keys is not None:
             return self.keys[pos]
-        return self.keyfn(self.items[pos]) if self.keyfn is not None else None
+        return text_key(self.keyfn(self.items[pos])) if self.keyfn is not None else None
 
     def key_list(self) -> list:
         """Every item's key, computed once."""
         if self.keys is None:
             keyfn = self.keyfn
-            self.keys = [keyfn(item) for item in self.items] if keyfn is not None else [None] * len(self.items)
+            self.keys = key_list(keyfn, self.items) if keyfn is not None else [None] * len(self.items)
         return self.keys
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BackendError
 from .report import ChunkOutcomes
+from .rowpack import pack
 from .secrets import redact
 
 if TYPE_CHECKING:
@@ -80,26 +81,17 @@ class RunRecord:
 
     def _write(self, chunk: ChunkOutcomes) -> None:
         now = time.time()
-        run_id, keys, values, durations = self.id, chunk.key_list(), chunk.values, chunk.durations
-        errors, attempts = chunk.errors, chunk.attempts
-        indices = chunk.indices or range(chunk.start, chunk.start + len(chunk))
-        # Binding a parameter costs about as much as storing it, so the two values shared by the
-        # whole chunk (run id, finish time: numbers we made, never user data) go in as literals.
-        rows = zip(keys, indices, _flags(len(chunk), errors), _summaries(values, errors),
-                   _attempts(len(chunk), attempts), durations)
-        failed = [(keys[pos], err.type, err.kind, redact(err.message), redact(err.traceback), err.step)
-                  for pos, err in errors.items()]
-        head = f"{int(run_id)}, "
-        # A fresh run has no rows to replace; plain INSERT is the cheaper statement.
-        verb = "INSERT OR REPLACE" if self.resumed else "INSERT"
+        keys, errors = chunk.key_list(), chunk.errors
+        rows = pack(keys, _summaries(chunk.values, errors), chunk.durations, chunk.indices, chunk.attempts)
+        failed = [(self.id, db_key(keys[pos]), err.type, err.kind, _text(redact(err.message)),
+                   _text(redact(err.traceback)), err.step) for pos, err in errors.items()]
         db = self.journal.db
         with self.journal._transaction():
-            if self.resumed:
-                db.executemany(f"DELETE FROM failures WHERE run_id={int(run_id)} AND key=?", [(k,) for k in keys])
-            db.executemany(f"{verb} INTO items VALUES ({head}?,?,?,?,?,?,{float(now)!r})", rows)
+            db.execute("INSERT INTO chunks (run_id, first_idx, n, failed, finished, rows) VALUES (?, ?, ?, ?, ?, ?)",
+                       (self.id, chunk.start if chunk.indices is None else None, len(chunk), len(errors), now, rows))
             if failed:
-                db.executemany(f"{verb} INTO failures VALUES ({head}?,?,?,?,?,?)", failed)
-            db.execute("UPDATE runs SET updated=? WHERE id=?", (now, run_id))
+                db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)", failed)
+            db.execute("UPDATE runs SET updated=? WHERE id=?", (now, self.id))
 
     def end(self, state: str, *, skipped: int, elapsed: float, message: str | None = None,
             total: int | None = None) -> dict:
@@ -111,7 +103,7 @@ class RunRecord:
                 raise
         db = self.journal.db
         succeeded, failed = db.execute(
-            "SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0) FROM items WHERE run_id=?",
+            "SELECT COALESCE(SUM(n - failed), 0), COALESCE(SUM(failed), 0) FROM chunks WHERE run_id=?",
             (self.id,)).fetchone()
         now = time.time()
         with self.journal._transaction():
@@ -123,26 +115,8 @@ class RunRecord:
         return self.journal.run(self.id) or {}
 
 
-# The columns of a chunk's rows are built whole, with C-level list operations and map(), rather
-# than one Python tuple per item: on a 2-core machine with both cores hashing, the journal's own
-# CPU time is what it costs the run.
-
-
-def _flags(n: int, errors: dict) -> list:
-    ok = [1] * n
-    for pos in errors:
-        ok[pos] = 0
-    return ok
-
-
-def _attempts(n: int, attempts: dict) -> list:
-    counts = [1] * n
-    for pos, count in attempts.items():
-        counts[pos] = count
-    return counts
-
-
 def _summaries(values: list, errors: dict) -> list:
+    # One C-level map() for the common case; a failed item has an error, not a value.
     try:
         texts = list(map(repr, values))
     except Exception:  # a value whose repr() fails: fall back to one at a time
@@ -150,7 +124,7 @@ def _summaries(values: list, errors: dict) -> list:
     if max(map(len, texts), default=0) > VALUE_SUMMARY:
         texts = [t if len(t) <= VALUE_SUMMARY else t[: VALUE_SUMMARY - 3] + "..." for t in texts]
     for pos in errors:
-        texts[pos] = None  # a failed item has an error, not a value
+        texts[pos] = None
     return texts
 
 
@@ -160,3 +134,29 @@ def _summary(value: Any) -> str:
     except Exception:
         text = f"<{type(value).__name__}>"
     return text if len(text) <= VALUE_SUMMARY else text[: VALUE_SUMMARY - 3] + "..."
+
+
+def _text(text: str | None) -> str | None:
+    # SQLite text is UTF-8: a lone surrogate (from a file name that is not UTF-8) is escaped.
+    if text is None:
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def db_key(key: str) -> str | bytes:
+    """``key`` as the failures table stores it: text, or for a key that is not valid UTF-8
+    (a file name with undecodable bytes) the bytes of its surrogate-escaped form."""
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogateescape")
+    return key
+
+
+def from_db_key(key: str | bytes) -> str:
+    """The key :func:`db_key` stored."""
+    return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
