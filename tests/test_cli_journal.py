@@ -267,3 +267,19 @@ def test_interrupted_checksum_resumes_into_a_complete_manifest(tmp_path, env):
     assert [line.split("  ", 1)[1] for line in manifest] == sorted(f"data/{p.name}" for p in root.iterdir())
     check = subprocess.run(["sha256sum", "-c", "--quiet", "data.sha256"], cwd=tmp_path, capture_output=True)
     assert check.returncode == 0, check.stdout
+
+
+def test_a_failed_finishing_step_is_journaled_as_failed_not_succeeded(tmp_path, env):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):
+        (data / f"f{i}").write_text(str(i))
+    (tmp_path / "a-file").write_text("")
+    nowhere = tmp_path / "a-file" / "sums.sha256"  # the manifest cannot be written there
+    result = run(["run", "checksum", str(data), "--manifest", str(nowhere), "--backend", "serial"], env, tmp_path)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    (last,) = runs(tmp_path)
+    assert result.stderr.count("\n") == 1 and "cannot write --manifest" in result.stderr
+    assert last["state"] == "failed" and "cannot write --manifest" in (last["message"] or "")
+    assert (last["succeeded"], last["failed"]) == (5, 0)  # every item is recorded all the same
+    assert len(recorded(tmp_path)) == 5

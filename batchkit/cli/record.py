@@ -39,6 +39,7 @@ class Recorder(RunRecord):
         self.failures: list[tuple[int, Any, ItemError]] = []
         self._held: dict[int, ChunkOutcomes] = {}
         self._next = 0
+        self._ended: tuple[str, dict] | None = None
 
     def record(self, chunk: ChunkOutcomes) -> None:
         """Record a finished chunk: journal, counts, --output lines, then the hooks."""
@@ -80,13 +81,27 @@ class Recorder(RunRecord):
         out.flush()
 
     def end(self, state: str, **kwargs: Any) -> dict:
-        """Close the run (the journal's record too, if any)."""
+        """Remember how the engine ended the run; :meth:`close_run` writes it to the journal.
+
+        Until then the journal's writer thread finishes its last chunks while the job's
+        finishing step runs, rather than before it.
+        """
         if self._held and self.output is not None:  # an interrupted run: write what finished
             for seq in sorted(self._held):
                 self._lines(self._held.pop(seq))
-        if self.inner is not None:
-            return self.inner.end(state, **kwargs)
+        self._ended = (state, kwargs)
         return {}
+
+    def close_run(self, state: str | None = None, message: str | None = None) -> None:
+        """Close the journal's run as the engine ended it, or as ``state`` with ``message``
+        when what came after (the finishing step) changed that. Safe to call twice."""
+        ended, self._ended = self._ended, None
+        if self.inner is None or ended is None:
+            return
+        engine_state, kwargs = ended
+        if state is not None:
+            engine_state, kwargs["message"] = state, message
+        self.inner.end(engine_state, **kwargs)
 
 
 def jsonable(value: Any) -> Any:

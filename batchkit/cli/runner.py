@@ -203,6 +203,11 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
                 code, message = 3, str(exc)
             except Exception as exc:  # a job hook or the output file failed: the run could not complete
                 code, message = 3, f"{type(exc).__name__}: {exc}"
+            if recorder is not None:
+                try:  # the finishing step has run: how the run ended is known
+                    recorder.close_run(_JOURNAL_STATE.get(state, state) if report is not None else None, message)
+                except BackendError as exc:
+                    code, state, message = 3, "error", str(exc)
             summary = _summary(job.name, record, journal, recorder, report, state, code, message,
                                time.monotonic() - started, started_wall)
             _print(say, summary, recorder, report, as_json, bool(opts.get("show_failures")), argv, bool(record))
@@ -212,12 +217,20 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
         say.error(str(exc))
         return 75
     finally:
-        lock.release()
-        if journal is not None:
-            journal.close()
+        try:
+            if recorder is not None:
+                recorder.close_run()  # if something unforeseen skipped it above
+        finally:
+            lock.release()
+            if journal is not None:
+                journal.close()
         if output is not None:
             output.close()
         bound.teardown()
+
+
+# The journal knows a run that could not be completed (its finishing step failed) as failed.
+_JOURNAL_STATE = {"error": "failed"}
 
 
 def _note_resume(say: _Say, record: RunRecord, asked: Any) -> None:
