@@ -20,7 +20,7 @@ from typing import Callable
 from .measure import Target, Timing, cost_ratio, time_command
 
 PER_DIR = 1000
-PAIRED = "median of the per-round ratios (rounds interleaved)"
+PAIRED = "median of the per-round ratios (rounds interleaved, order reversed every other round)"
 
 
 def bench_dir() -> Path:
@@ -111,9 +111,12 @@ def run(n: int, rounds: int, log: Callable[[str], None]) -> tuple[list[Timing], 
         if cmd is None:
             t.skipped = why if ours else "GNU parallel not installed"
     log(f"  {len(plan)} commands x {rounds} rounds, interleaved")
-    # Rounds interleaved (A B C D A B C D ...): load from elsewhere hits every contender alike.
-    for _ in range(rounds):
-        for (_, cmd, _, ours), t in zip(plan, timings):
+    # Rounds interleaved, and the order reversed every other round (A B C D, D C B A, ...): load
+    # from elsewhere hits every contender alike, and no contender always runs right after the
+    # same one (the first run after GNU parallel's 4 s of full load is measurably slower).
+    for r in range(rounds):
+        order = list(zip(plan, timings))
+        for (_, cmd, _, ours), t in (order if r % 2 == 0 else order[::-1]):
             if t.skipped:
                 continue
             try:
