@@ -17,14 +17,44 @@ import time
 
 FIELDS = 3
 SLOT_BYTES = 8 * FIELDS
+PREFIX = "batchkit-beacon-"
+
+
+def _remove_stale(where: str) -> None:
+    """Remove the beacon files of parents that are gone (killed before they could)."""
+    try:
+        entries = [e.name for e in os.scandir(where) if e.name.startswith(PREFIX)]
+    except OSError:
+        return
+    for name in entries:
+        pid = name[len(PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(where, name))
+        except OSError:
+            pass  # another user's, or already gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 class Beacon:
     """Parent side: owns the file, hands out slots, reads them."""
 
     def __init__(self, slots: int) -> None:
-        where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-        fd, self.path = tempfile.mkstemp(prefix="batchkit-beacon-", dir=where)
+        where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        _remove_stale(where)
+        # The owner's pid in the name: a parent killed with -9 cannot remove its file, so the
+        # next run does (see _remove_stale).
+        fd, self.path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", dir=where)
         try:
             os.ftruncate(fd, slots * SLOT_BYTES)
             self._map = mmap.mmap(fd, slots * SLOT_BYTES)

@@ -186,6 +186,8 @@ class Journal:
                     "resumes=resumes+1, message=NULL, total=COALESCE(?, total) WHERE id=?",
                     (os.getpid(), socket.gethostname(), now, total, row["id"]))
                 run_id = row["id"]
+                if retry_failed:
+                    self._forget_failures(run_id)
             else:
                 cur = self.db.execute(
                     "INSERT INTO runs (job, args, fingerprint, state, pid, host, started, updated, total) "
@@ -196,8 +198,6 @@ class Journal:
         if row is None:
             done: set[str] = set()
         else:
-            if retry_failed:
-                self._forget_failures(run_id)
             done = set(chain.from_iterable(
                 row_keys(text) for (text,) in self.db.execute("SELECT rows FROM chunks WHERE run_id=?", (run_id,))))
         return RunRecord(self, run_id, job, done, resumed=row is not None)
@@ -205,19 +205,19 @@ class Journal:
     def _forget_failures(self, run_id: int) -> None:
         # --retry-failed: the failed items are dropped from the run, to be run and recorded
         # again. Should the retry stop early, they are simply not done yet: --resume runs them.
-        with self._transaction():
-            for chunk_id, first_idx, text in self.db.execute(
-                    "SELECT id, first_idx, rows FROM chunks WHERE run_id=? AND failed > 0", (run_id,)).fetchall():
-                kept = [r for r in unpack(text, first_idx) if r[2] is not None]
-                if kept:
-                    keys, indices, values, attempts, durations = zip(*kept)
-                    self.db.execute("UPDATE chunks SET rows=?, n=?, failed=0, first_idx=NULL WHERE id=?",
-                                    (pack(keys, values, durations, indices,
-                                          {pos: a for pos, a in enumerate(attempts) if a != 1}),
-                                     len(kept), chunk_id))
-                else:
-                    self.db.execute("DELETE FROM chunks WHERE id=?", (chunk_id,))
-            self.db.execute("DELETE FROM failures WHERE run_id=?", (run_id,))
+        # Part of begin()'s transaction.
+        for chunk_id, first_idx, text in self.db.execute(
+                "SELECT id, first_idx, rows FROM chunks WHERE run_id=? AND failed > 0", (run_id,)).fetchall():
+            kept = [r for r in unpack(text, first_idx) if r[2] is not None]
+            if kept:
+                keys, indices, values, attempts, durations = zip(*kept)
+                self.db.execute("UPDATE chunks SET rows=?, n=?, failed=0, first_idx=NULL WHERE id=?",
+                                (pack(keys, values, durations, indices,
+                                      {pos: a for pos, a in enumerate(attempts) if a != 1}),
+                                 len(kept), chunk_id))
+            else:
+                self.db.execute("DELETE FROM chunks WHERE id=?", (chunk_id,))
+        self.db.execute("DELETE FROM failures WHERE run_id=?", (run_id,))
 
     def _latest(self, fp: str, unfinished_only: bool) -> sqlite3.Row | None:
         for row in self.db.execute("SELECT * FROM runs WHERE fingerprint=? ORDER BY id DESC", (fp,)):

@@ -156,3 +156,30 @@ def test_starting_a_local_cluster_leaves_the_environment_as_it_was():
     before = dict(os.environ)
     bk.run(abs, [-1, -2], backend="dask", workers=1, progress=False)
     assert dict(os.environ) == before
+
+
+def test_beacon_of_a_parent_killed_with_9_is_removed_by_the_next_run(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    from batchkit.beacon import PREFIX
+
+    where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    if where is None:
+        pytest.skip("no writable /dev/shm")
+    script = textwrap.dedent("""
+        import time, batchkit as bk
+        bk.run(time.sleep, [0.05] * 2000, backend="process", workers=2, chunk_size=5, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    mine = f"{PREFIX}{proc.pid}-"
+    deadline = time.monotonic() + 30
+    while not any(n.startswith(mine) for n in os.listdir(where)):
+        assert time.monotonic() < deadline, "the run never made its beacon"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert any(n.startswith(mine) for n in os.listdir(where))  # left behind: nobody could remove it
+    bk.run(abs, [1, -2], backend="process", workers=2, progress=False)  # the next run sweeps it
+    assert not any(n.startswith(mine) for n in os.listdir(where))

@@ -88,6 +88,9 @@ def test_retry_failed_reruns_only_failures(tmp_path):
     with Journal(db) as j:
         run = j.run(first.run_id)
     assert (run["state"], run["succeeded"], run["failed"]) == ("succeeded", 12, 0)
+    rows = sqlite3.connect(db).execute("SELECT key, ok, idx FROM items WHERE run_id=?", (first.run_id,)).fetchall()
+    # Each item once, now succeeded.
+    assert sorted(r[1:] for r in rows) == [(1, i) for i in range(12)] and len({r[0] for r in rows}) == 12
 
 
 def test_keys_are_stable_and_independent_of_order(tmp_path):
