@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 from itertools import chain, repeat
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 # Bytes that may not appear raw inside a JSON string: control characters, '"' and '\'. The
 # table maps each of them to NUL (and NUL itself to NUL), every other byte to a non-NUL byte.
+VALUE_SUMMARY = 200  # characters of a value's repr() kept in the journal
+
 _UNSAFE = bytes(0 if (b < 32 or b in (34, 92)) else b for b in range(256))
 _COMPACT = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False)
 
@@ -54,6 +56,28 @@ def _pack_plain(keys: Sequence[str], values: Sequence[str | None], durations: Se
     return "[" + (('["%s","%s",%d],' * len(keys)) % fields)[:-1] + "]"
 
 
+def summaries(values: Sequence[Any], errors: dict[int, Any]) -> list[str | None]:
+    """Each value's summary: its ``repr()``, cut at ``VALUE_SUMMARY`` characters; ``None`` where
+    the item failed (it has an error, not a value)."""
+    try:
+        texts: list = list(map(repr, values))  # one C-level map() for the common case
+    except Exception:  # a value whose repr() fails: one at a time
+        texts = [_summary(v) for v in values]
+    if max(map(len, texts), default=0) > VALUE_SUMMARY:
+        texts = [t if len(t) <= VALUE_SUMMARY else t[: VALUE_SUMMARY - 3] + "..." for t in texts]
+    for pos in errors:
+        texts[pos] = None
+    return texts
+
+
+def _summary(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= VALUE_SUMMARY else text[: VALUE_SUMMARY - 3] + "..."
+
+
 def unpack(text: str, first_idx: int | None) -> Iterator[tuple[str, int | None, str | None, int, float]]:
     """``(key, idx, value, attempts, duration)`` for each row of a packed chunk."""
     for pos, row in enumerate(json.loads(text)):
@@ -81,4 +105,4 @@ SELECT c.run_id,
 FROM chunks c, json_each(c.rows) r;
 """
 
-__all__ = ["VIEW", "pack", "row_keys", "unpack"]
+__all__ = ["VALUE_SUMMARY", "VIEW", "pack", "row_keys", "summaries", "unpack"]

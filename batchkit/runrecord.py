@@ -5,17 +5,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import BackendError
 from .report import ChunkOutcomes
-from .rowpack import pack
+from .rowpack import pack, summaries
 from .secrets import redact
 
 if TYPE_CHECKING:
     from .journal import Journal
 
-VALUE_SUMMARY = 200
 
 
 class RunRecord:
@@ -82,7 +81,7 @@ class RunRecord:
     def _write(self, chunk: ChunkOutcomes) -> None:
         now = time.time()
         keys, errors = chunk.key_list(), chunk.errors
-        rows = pack(keys, _summaries(chunk.values, errors), chunk.durations, chunk.indices, chunk.attempts)
+        rows = pack(keys, summaries(chunk.values, errors), chunk.durations, chunk.indices, chunk.attempts)
         failed = [(self.id, db_key(keys[pos]), err.type, err.kind, _text(redact(err.message)),
                    _text(redact(err.traceback)), err.step) for pos, err in errors.items()]
         db = self.journal.db
@@ -113,27 +112,6 @@ class RunRecord:
                 (state, now, now, succeeded, failed, skipped, elapsed,
                  redact(message) if message else None, total, self.id))
         return self.journal.run(self.id) or {}
-
-
-def _summaries(values: list, errors: dict) -> list:
-    # One C-level map() for the common case; a failed item has an error, not a value.
-    try:
-        texts = list(map(repr, values))
-    except Exception:  # a value whose repr() fails: fall back to one at a time
-        texts = [_summary(v) for v in values]
-    if max(map(len, texts), default=0) > VALUE_SUMMARY:
-        texts = [t if len(t) <= VALUE_SUMMARY else t[: VALUE_SUMMARY - 3] + "..." for t in texts]
-    for pos in errors:
-        texts[pos] = None
-    return texts
-
-
-def _summary(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= VALUE_SUMMARY else text[: VALUE_SUMMARY - 3] + "..."
 
 
 def _text(text: str | None) -> str | None:

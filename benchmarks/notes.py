@@ -29,7 +29,8 @@ SCENARIO_NOTES: dict[str, list[str]] = {
     "startup": ["Fresh processes, warm file cache. The module check runs each command once more "
                 "in-process and lists the heavy modules found in `sys.modules`."],
     "checksum": ["Every contender writes the full manifest to a file; each round's line count is "
-                 "checked. Page cache warm. GNU parallel is run with `--will-cite -0`."],
+                 "checked. Page cache warm. GNU parallel is run with `--will-cite -0`. The order of the "
+                 "contenders is reversed every other round: the run right after GNU parallel is slower."],
 }
 
 # Shown when one of the scenario's targets is not met (evidence in the README's Diagnoses).
@@ -40,11 +41,11 @@ DIAGNOSES: dict[str, str] = {
         "work per file (the `bk.files` walk ≈ 9 µs, the engine loop ≈ 5 µs, `Outcome` objects and "
         "manifest lines for the finishing step ≈ 5 µs), plus ≈ 0.6 s fixed per run (a 10-file run "
         "takes 0.5–0.7 s: imports ≈ 0.1 s, ≈ 0.25 s from making the loky pool to the last result, "
-        "interpreter start and exit the rest) — xargs spends ≈ 0.01 s on 10 files. The journal now "
-        "writes on its own thread, but on 2 cores with 2 busy workers it has no core of its own: "
-        "its ≈ 0.4–0.6 s of CPU per 100k items (SQLite alone: 0.34 s per 100k rows in isolation; "
-        "the rest is building rows in Python, e.g. `repr()` of every digest for the value summary) "
-        "lands on the critical path."),
+        "interpreter start and exit the rest) — xargs spends ≈ 0.01 s on 10 files. The journal "
+        "writes one SQLite row per chunk (its item rows packed as JSON; an `items` view unfolds "
+        "them), ≈ 1 µs of parent CPU per item in isolation, but on 2 cores with 2 busy workers it "
+        "has no core of its own, and the run-to-run spread of this 2-core machine (± 10 % between "
+        "two runs of the same command) is as large as the journal's cost."),
     "tiny": (
         "the process backend's worker loop costs ≈ 190 ns per item against ≈ 80 ns for "
         "`Pool.map`'s `list(map(...))` (per-item try/except and the beacon's position store, "
