@@ -1,5 +1,5 @@
 """Item keys: an item's identity in the journal, stable across runs and independent of its
-position in the input (the path for files, the text for short strings, else a digest)."""
+position in the input (the path for files, the string itself up to 4096 characters, else a digest)."""
 
 from __future__ import annotations
 
