@@ -26,24 +26,18 @@ def _remove_stale(where: str) -> None:
         entries = [e.name for e in os.scandir(where) if e.name.startswith(PREFIX)]
     except OSError:
         return
+    if not entries:
+        return
+    import psutil  # only when there are beacon files to check
+
     for name in entries:
         pid = name[len(PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
             continue
         try:
             os.unlink(os.path.join(where, name))
         except OSError:
             pass  # another user's, or already gone
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 class Beacon:

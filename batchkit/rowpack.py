@@ -39,7 +39,7 @@ def pack(keys: Sequence[str], values: Sequence[str | None], durations: Sequence[
     for pos, count in (attempts or {}).items():
         counts[pos] = count
     micros = map(int, map((1e6).__mul__, durations))
-    return _COMPACT.encode([list(row) for row in zip(keys, values, micros, positions, counts)])
+    return _COMPACT.encode(list(zip(keys, values, micros, positions, counts)))  # tuples encode as arrays
 
 
 def _pack_plain(keys: Sequence[str], values: Sequence[str | None], durations: Sequence[float]) -> str | None:

@@ -205,7 +205,9 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
                 code, message = 3, f"{type(exc).__name__}: {exc}"
             if recorder is not None:
                 try:  # the finishing step has run: how the run ended is known
-                    recorder.close_run(_JOURNAL_STATE.get(state, state) if report is not None else None, message)
+                    # A run whose finishing step failed could not be completed: "failed" in the journal.
+                    ended = ("failed" if state == "error" else state) if report is not None else None
+                    recorder.close_run(ended, message)
                 except BackendError as exc:
                     code, state, message = 3, "error", str(exc)
             summary = _summary(job.name, record, journal, recorder, report, state, code, message,
@@ -227,10 +229,6 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
         if output is not None:
             output.close()
         bound.teardown()
-
-
-# The journal knows a run that could not be completed (its finishing step failed) as failed.
-_JOURNAL_STATE = {"error": "failed"}
 
 
 def _note_resume(say: _Say, record: RunRecord, asked: Any) -> None:
