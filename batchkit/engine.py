@@ -11,6 +11,7 @@ running is pinned down (re-run alone if need be) and recorded as a crash; when a
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import math
 import time
 import weakref
@@ -27,6 +28,7 @@ from .progress import make_progress
 from .recovery import Slice, is_pickling_error, kill_overdue, recover
 from .report import ChunkOutcomes
 from .retry import Retry, coerce_retry
+from .tracebacks import DYNAMIC, JOB_MODULE_PREFIX, SourceMap
 from .worker import Task, run_chunk
 
 MaxFailures = Union[int, float, None]
@@ -100,6 +102,7 @@ class Engine:
         self.key = key
         self.skip = skip
         self.on_chunk = on_chunk
+        self._sources = SourceMap(fn)  # puts file names back into tracebacks from workers
         # What the run found out, read by run()/imap() callers when it ends.
         self.total = _length(items)
         self.seen = 0
@@ -334,9 +337,17 @@ class Engine:
         n = sub.hi - sub.lo
         if len(result.values) < n:  # a chunk that stopped early: only on interrupt
             raise BackendError("a chunk returned early; the run was interrupted")
+        if result.errors:
+            self._readable(result.errors)
         sub.chunk.merge(sub.lo, result)
         if sub.chunk.remaining == 0:
             finished.append(sub.chunk)
+
+    def _readable(self, errors: dict) -> None:
+        # Frames of code sent by value come back as "<dynamic-code>"; the parent knows better.
+        for pos, err in errors.items():
+            if DYNAMIC in err.traceback or JOB_MODULE_PREFIX in err.traceback:
+                errors[pos] = dataclasses.replace(err, traceback=self._sources.fix(err.traceback))
 
     # -- max_failures ------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 from .errors import UsageError
 from .jobs import Job
 from .params import first_line
+from .tracebacks import JOB_MODULE_PREFIX
 
 ENTRY_POINT_GROUP = "batchkit.jobs"
 
@@ -118,7 +119,7 @@ def load_file(path: str | os.PathLike, attr: str | None = None) -> Job:
     except SyntaxError as exc:
         raise UsageError(f"job file {path}, line {exc.lineno}: syntax error: {exc.msg}") from None
     digest = hashlib.blake2b(os.fsencode(os.path.abspath(path)), digest_size=4).hexdigest()
-    name = f"_batchkit_job_{''.join(c if c.isalnum() else '_' for c in path.stem)}_{digest}"
+    name = f"{JOB_MODULE_PREFIX}{''.join(c if c.isalnum() else '_' for c in path.stem)}_{digest}"
     module = types.ModuleType(name)
     module.__file__ = os.path.abspath(path)
     sys.modules[name] = module  # dataclasses, pickling and cloudpickle look modules up here
