@@ -14,10 +14,10 @@ from typing import Any
 
 from .api import Outcomes, imap, run
 from .errors import BackendError, BatchFailed, BatchkitError, UsageError, WorkerCrashed
-from .files import FileWalk, files
 from .outcome import ItemError, Outcome
 from .report import Report
 from .retry import Retry
+from .sources.files import FileWalk, files
 
 __version__ = "0.1.0"
 
@@ -51,8 +51,8 @@ _LAZY = {
     "ThreadBackend": ("batchkit.backends.thread", "ThreadBackend"),
     "ProcessBackend": ("batchkit.backends.process", "ProcessBackend"),
     "DaskBackend": ("batchkit.backends.dask", "DaskBackend"),
-    "Journal": ("batchkit.journal", "Journal"),
-    "job": ("batchkit.jobs", "job"),
+    "Journal": ("batchkit.state.journal", "Journal"),
+    "job": ("batchkit.jobs.job", "job"),
 }
 
 

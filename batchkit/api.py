@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Iterator
 
-from .engine import Engine, MaxFailures
-from .files import FileWalk
-from .journal import Journal, RunRecord, item_key
+from .engine.loop import Engine, MaxFailures
 from .outcome import Outcome
 from .report import ChunkOutcomes, Report
 from .retry import Retry
+from .sources.files import FileWalk
+from .state.journal import Journal, RunRecord, item_key
 
 
 def _job_name(fn: Callable[..., Any], desc: str | None) -> str:

@@ -25,7 +25,7 @@ def graceful(grace: float = DEFAULT_GRACE) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be installed from the main thread
         return
-    from .engine import ACTIVE
+    from .engine.loop import ACTIVE
 
     received: list[int] = []
 

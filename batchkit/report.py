@@ -8,8 +8,8 @@ from itertools import repeat
 from typing import Any, Iterator
 
 from .errors import BatchFailed
-from .keys import key_list, text_key
 from .outcome import ItemError, Outcome
+from .state.keys import key_list, text_key
 
 
 class ChunkOutcomes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchkit.chunking import GROWTH, MAX_UNKNOWN, Chunker, split
+from batchkit.engine.chunking import GROWTH, MAX_UNKNOWN, Chunker, split
 
 
 @settings(max_examples=200, deadline=None)

@@ -94,7 +94,7 @@ def test_unknown_algorithm_is_refused_before_any_item_runs(tree, tmp_path):
 
 
 def test_a_file_that_cannot_be_read_fails_its_item_and_stays_out_of_the_manifest(tree, tmp_path):
-    from batchkit.jobfind import find_job
+    from batchkit.jobs.find import find_job
 
     checksum = find_job("checksum")
     manifest = tmp_path / "m"

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchkit.cli.main import cli
-from batchkit.shell import render
+from batchkit.jobs.shell import render
 
 from conftest import PY, python_env
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchkit.cli.main import cli
-from batchkit.jobs import RESERVED
+from batchkit.jobs.job import RESERVED
 
 from conftest import PY, python_env
 

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from crontab import CronTab
 
 from batchkit.cli.main import cli
-from batchkit.cron import cron_quote, next_run, render_line, validate_schedule
 from batchkit.errors import UsageError
-from batchkit.journal import Journal
+from batchkit.ops.cron import cron_quote, next_run, render_line, validate_schedule
+from batchkit.state.journal import Journal
 
 EXISTING = ("# m h  dom mon dow   command\n"
             "MAILTO=ops@example.org\n"

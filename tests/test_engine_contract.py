@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 import batchkit as bk
-from batchkit.engine import Engine
+from batchkit.engine.loop import Engine
 
 
 def double(x):
@@ -144,7 +144,7 @@ def test_max_failures_not_reached_runs_everything(backend, workers):
 
 
 def test_progress_counts_every_item_and_failure(backend, workers):
-    from batchkit import progress as progress_mod
+    from batchkit.engine import progress as progress_mod
 
     made = []
     original = progress_mod.LogProgress

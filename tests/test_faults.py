@@ -163,7 +163,7 @@ def test_beacon_of_a_parent_killed_with_9_is_removed_by_the_next_run(tmp_path):
     import sys
     import textwrap
 
-    from batchkit.beacon import PREFIX
+    from batchkit.engine.beacon import PREFIX
 
     where = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     if where is None:

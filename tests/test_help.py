@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchkit.cli.main import COMMANDS, cli
-from batchkit.jobfind import list_jobs, readymade_dir
+from batchkit.jobs.find import list_jobs, readymade_dir
 
 from conftest import PY, python_env
 

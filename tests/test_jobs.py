@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 
 import batchkit as bk
-from batchkit.jobs import Param
+from batchkit.jobs.job import Param
 
 
 @bk.job

@@ -48,7 +48,7 @@ def test_installed_checksum_runs_from_any_directory(built, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(built)
     env["BATCHKIT_HOME"] = str(tmp_path / "home")
-    where = subprocess.run([PY, "-c", "import batchkit, batchkit.jobfind as f; print(batchkit.__file__); "
+    where = subprocess.run([PY, "-c", "import batchkit, batchkit.jobs.find as f; print(batchkit.__file__); "
                                       "print(f.readymade_dir())"],
                            capture_output=True, text=True, env=env, cwd=elsewhere, timeout=60)
     module_file, jobs_dir = where.stdout.split()

@@ -75,7 +75,7 @@ def test_cleanup_dry_run_lists_and_deletes_nothing(trash):
 
 
 def test_cleanup_refuses_a_file_whose_directory_now_resolves_outside_root(tmp_path):
-    from batchkit.jobfind import find_job
+    from batchkit.jobs.find import find_job
 
     cleanup = find_job("cleanup")
     root, outside = tmp_path / "root", tmp_path / "outside"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import batchkit as bk
-from batchkit.journal import Journal, item_key
+from batchkit.state.journal import Journal, item_key
 
 from conftest import python_env
 

@@ -13,11 +13,11 @@ from click.testing import CliRunner
 from test_ops_support import start_recorder, stop_recorder
 
 from batchkit.cli.ops_options import ops_options
-from batchkit.engine import Engine
+from batchkit.engine.loop import Engine
 from batchkit.errors import UsageError
-from batchkit.metrics import parse
-from batchkit.notify import ping_url
-from batchkit.ops import Operations
+from batchkit.ops.metrics import parse
+from batchkit.ops.notify import ping_url
+from batchkit.ops.operations import Operations
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from test_cron import cron_command
 from test_ops_support import start_recorder, stop_recorder
 
 from batchkit.cli.main import cli
-from batchkit.journal import Journal
+from batchkit.state.journal import Journal
 
 JOB = '''import batchkit as bk
 

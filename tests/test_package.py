@@ -49,7 +49,7 @@ def test_progress_log_lines_have_no_carriage_returns(capsys):
     import io
     import time
 
-    from batchkit.progress import LogProgress
+    from batchkit.engine.progress import LogProgress
 
     buf = io.StringIO()
     prog = LogProgress(100, "demo", buf, interval=0.0)

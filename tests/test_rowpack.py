@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import batchkit as bk
-from batchkit.journal import Journal
-from batchkit.rowpack import VIEW, pack, row_keys, unpack
+from batchkit.state.journal import Journal
+from batchkit.state.rowpack import VIEW, pack, row_keys, unpack
 
 # Text SQLite's JSON functions give back whole: no lone surrogates (those only come from
 # undecodable file names) and no NUL (SQLite's C strings end there; no file name has one).

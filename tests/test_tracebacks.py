@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from batchkit.tracebacks import SourceMap, display_type
+from batchkit.engine.tracebacks import SourceMap, display_type
 
 from conftest import PY, python_env
 

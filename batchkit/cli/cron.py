@@ -67,8 +67,8 @@ def add(name: str | None, crontab_file: str | None, log_file: str | None, replac
     one-run-at-a-time lock, and appends its output to a log file. Lines already in the crontab
     are left exactly as they were.
     """
-    from .. import cron as c
-    from ..journal import default_home
+    from ..ops import cron as c
+    from ..state.journal import default_home
 
     if len(schedule.split()) == 1 and not schedule.startswith("@"):
         raise UsageError(f"SCHEDULE {schedule!r} is one field: quote the whole schedule, e.g. '0 3 * * *'")
@@ -97,7 +97,7 @@ def add(name: str | None, crontab_file: str | None, log_file: str | None, replac
 @_guarded
 def list_(crontab_file: str | None, as_json: bool) -> None:
     """Our entries: name, schedule, next run and the last run's result from history."""
-    from .. import cron as c
+    from ..ops import cron as c
 
     tab = c.Crontab(crontab_file)
     rows = []
@@ -127,7 +127,7 @@ def list_(crontab_file: str | None, as_json: bool) -> None:
 @_guarded
 def remove(name: str | None, remove_all: bool, crontab_file: str | None) -> None:
     """Remove the entry NAME (or every batchkit entry with --all); other lines stay untouched."""
-    from .. import cron as c
+    from ..ops import cron as c
 
     if bool(name) == remove_all:
         raise UsageError("give an entry NAME or --all (`batchkit cron list` shows the names)")

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..jobs import Job
+from ..jobs.job import Job
 from .main import EPILOG
 from .options import OPS_KWARGS, OneLineCommand, Seconds, engine_params, ops_params
 from .run import guarded
@@ -27,7 +27,7 @@ class ExecCommand(OneLineCommand):
 
 
 def _exec(ctx: click.Context, /, command: str, keep_output: str | None, **kwargs: Any) -> None:
-    from ..shell import ShellCommand, terminate_running
+    from ..jobs.shell import ShellCommand, terminate_running
     from .runner import execute
 
     ops_kwargs = {k: kwargs.pop(k) for k in OPS_KWARGS}

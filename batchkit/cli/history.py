@@ -27,7 +27,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _open() -> Any:
     """The journal, or ``None`` when no run was ever recorded (reading must not create it)."""
-    from ..journal import Journal, default_path
+    from ..state.journal import Journal, default_path
 
     if not default_path().exists():
         return None

@@ -13,7 +13,7 @@ def jobs() -> None:
 
     Each line: the name to pass to `batchkit run`, what the job does, and where it was found.
     """
-    from ..jobfind import list_jobs
+    from ..jobs.find import list_jobs
 
     found = list(list_jobs())
     if not found:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import click
 
 from ..errors import UsageError
-from ..notify import check_url
+from ..ops.notify import check_url
 from ..secrets import redact
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..backends import NAMES as BACKENDS
-from ..params import Param
+from ..jobs.params import Param
 
 
 class CliError(click.ClickException):

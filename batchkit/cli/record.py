@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import UsageError
-from ..journal import Journal, RunRecord
 from ..outcome import ItemError, Outcome
 from ..report import ChunkOutcomes
 from ..secrets import redact
+from ..state.journal import Journal, RunRecord
 
 KEPT_FAILURES = 20  # failures kept for the summary (the journal has all of them)
 

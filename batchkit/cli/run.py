@@ -16,8 +16,8 @@ from typing import Any
 import click
 
 from ..errors import BackendError, UsageError
-from ..jobs import ConvertItems, Job
-from ..params import Param, python_type, signature_of
+from ..jobs.job import ConvertItems, Job
+from ..jobs.params import Param, python_type, signature_of
 from .main import EPILOG
 from .options import OPS_KWARGS, CliError, OneLineCommand, OneLineErrors, engine_params, job_params, ops_params
 
@@ -26,12 +26,12 @@ class RunGroup(OneLineErrors, click.Group):
     """Sub-commands are jobs, resolved when named."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        from ..jobfind import list_jobs
+        from ..jobs.find import list_jobs
 
         return [info.name for info in list_jobs()]
 
     def format_commands(self, ctx: click.Context, formatter: Any) -> None:
-        from ..jobfind import list_jobs
+        from ..jobs.find import list_jobs
 
         rows = [(info.name, info.help) for info in list_jobs()]
         if rows:
@@ -39,7 +39,7 @@ class RunGroup(OneLineErrors, click.Group):
                 formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        from ..jobfind import find_job
+        from ..jobs.find import find_job
 
         try:
             job = find_job(name)
@@ -133,5 +133,5 @@ def run() -> None:
     """Run a job: a path to a job file, a job name, or module:attr.
 
     Names are found in ./jobs, in $BATCHKIT_JOBS_PATH, among the ready-made jobs and in the
-    'batchkit.jobs' entry-point group. `batchkit run JOB --help` shows the job's options.
+    'batchkit.jobs.job' entry-point group. `batchkit run JOB --help` shows the job's options.
     """

@@ -21,10 +21,10 @@ import click
 
 from .. import api
 from ..errors import BackendError, Interrupted, Locked, UsageError
-from ..jobs import BoundJob, MatchError, step_aware
-from ..journal import Journal, RunRecord, fingerprint
+from ..jobs.job import BoundJob, MatchError, step_aware
 from ..retry import Retry
 from ..secrets import redact
+from ..state.journal import Journal, RunRecord, fingerprint
 from .record import KEPT_FAILURES, Recorder, earlier_outcomes, jsonable, open_output
 
 SHOWN_FAILURES = 5  # failures printed without --show-failures
@@ -75,7 +75,7 @@ def item_source(bound: BoundJob, opts: dict) -> tuple[Iterable[Any], dict]:
         where = "-" if input_file == "-" else os.path.abspath(input_file)
         return LineItems(input_file), {"input": where}
     if root:
-        from ..files import files
+        from ..sources.files import files
 
         walk = files(root, include=include or "*", exclude=exclude)
         return walk, {"files": str(Path(root).absolute()), "include": list(include), "exclude": list(exclude)}
@@ -124,8 +124,8 @@ def execute(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
     it (``exec``). ``on_interrupt`` is called when SIGINT/SIGTERM stopped the run.
     """
     from ..interrupt import graceful
-    from ..lock import RunLock
-    from ..ops import Operations
+    from ..ops.operations import Operations
+    from ..state.lock import RunLock
 
     job = bound.job
     quiet, as_json = bool(opts.get("quiet")), bool(opts.get("json_summary"))

@@ -33,7 +33,7 @@ def schedule(every: str | None, grace: str, stop_timeout: str, target: tuple[str
     any other). A run never overlaps the previous run of its entry. SIGTERM or Ctrl-C stops
     cleanly: running jobs are passed the signal and record what they finished (exit 143 / 130).
     """
-    from ..scheduler import Entry, Scheduler, parse_table
+    from ..ops.scheduler import Entry, Scheduler, parse_table
     from ..units import parse_duration
 
     try:

@@ -24,11 +24,11 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import BackendError
+from ..errors import BackendError
+from ..secrets import redact
 from .keys import item_key
 from .rowpack import VIEW, pack, row_keys, unpack
 from .runrecord import RunRecord, from_db_key
-from .secrets import redact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

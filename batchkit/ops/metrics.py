@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
+from ..atomic import write_atomic
 
 # (name, help) in the order they are written.
 FAMILIES = [
@@ -113,7 +113,7 @@ class _file_lock:
     """An flock on ``$BATCHKIT_HOME/locks/metrics-<digest>.lock``: nothing extra in the collector's directory."""
 
     def __init__(self, path: Path) -> None:
-        from .journal import default_home
+        from ..state.journal import default_home
 
         digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=8).hexdigest()
         self.lock_path = default_home() / "locks" / f"metrics-{digest}.lock"

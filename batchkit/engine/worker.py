@@ -15,9 +15,9 @@ import time
 from array import array
 from typing import Any, Callable
 
+from ..outcome import ItemError
+from ..retry import Retry
 from .beacon import WorkerBeacon
-from .outcome import ItemError
-from .retry import Retry
 
 # Exceptions an item may raise that must not stop the chunk. KeyboardInterrupt is not in the
 # list: Ctrl-C has to stop the worker. SystemExit is: `sys.exit()` in one item is its failure.

@@ -21,8 +21,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable
 
-from .errors import UsageError
-from .secrets import redact
+from ..errors import UsageError
+from ..secrets import redact
 
 DEFAULT_TIMEOUT = 2.0
 USER_AGENT = "batchkit"

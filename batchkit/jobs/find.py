@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import UsageError
-from .jobs import Job
+from ..engine.tracebacks import JOB_MODULE_PREFIX
+from ..errors import UsageError
+from .job import Job
 from .params import first_line
-from .tracebacks import JOB_MODULE_PREFIX
 
 ENTRY_POINT_GROUP = "batchkit.jobs"
 
@@ -47,7 +47,7 @@ def readymade_dir() -> Path | None:
     spec = importlib.util.find_spec("batchkit._jobs")
     if spec is not None and spec.submodule_search_locations:
         return Path(list(spec.submodule_search_locations)[0])
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "jobs").is_dir() and (checkout / "pyproject.toml").is_file():
         return checkout / "jobs"
     return None

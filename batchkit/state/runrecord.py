@@ -7,10 +7,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .errors import BackendError
-from .report import ChunkOutcomes
+from ..errors import BackendError
+from ..report import ChunkOutcomes
+from ..secrets import redact
 from .rowpack import pack, summaries
-from .secrets import redact
 
 if TYPE_CHECKING:
     from .journal import Journal

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import IO, Any, Union
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ProgressOption = Union[bool, str, None]
 

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..errors import WorkerCrashed
+from ..outcome import ItemError
+from ..report import ChunkOutcomes
 from .beacon import Beacon
-from .errors import WorkerCrashed
-from .outcome import ItemError
-from .report import ChunkOutcomes
 from .worker import Task
 
 

@@ -26,9 +26,9 @@ import inspect
 import os
 from typing import Any, Callable, Iterable
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..retry import Retry, coerce_retry
 from .params import Param, first_line, param_help, python_type, signature_of, without_args
-from .retry import Retry, coerce_retry
 
 # Keyword arguments of bk.run: Job.run passes these to the engine, never to the job.
 ENGINE_KWARGS = ("backend", "workers", "chunk_size", "ordered", "retry", "timeout", "progress",
@@ -206,7 +206,7 @@ class Job:
         Keyword arguments named like :func:`batchkit.run`'s (``backend``, ``workers``,
         ``retry``, ``journal``, ...) go to the engine; the others are the job's options.
         """
-        from .api import run as engine_run
+        from ..api import run as engine_run
 
         engine = {k: kwargs.pop(k) for k in ENGINE_KWARGS if k in kwargs}
         bound = self.bind(**kwargs)

@@ -27,9 +27,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from .atomic import write_atomic
-from .errors import UsageError
-from .secrets import is_secret_name, redact
+from ..atomic import write_atomic
+from ..errors import UsageError
+from ..secrets import is_secret_name, redact
 
 TAG = "batchkit:"
 SPECIALS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
@@ -122,7 +122,7 @@ def resolve_job(job: str, cwd: Path | None = None) -> tuple[str, str]:
         raise UsageError(f"job file {file!r} not found; give a path to a job file or a job name")
     spec = spec or job
     try:
-        from .jobfind import find_job
+        from ..jobs.find import find_job
     except ImportError:  # the job loader is optional here: fall back to the file's name
         return spec, attr or Path(file).stem.rsplit(":", 1)[-1]
     return spec, find_job(spec).name
@@ -141,7 +141,7 @@ def build_command(job: str, args: Sequence[str] = (), *, log: str | os.PathLike,
                   home: str | os.PathLike | None = None, python: str | None = None,
                   path: str | None = None) -> list[str]:
     """The argv-like parts of an entry's shell command (see :func:`render_command`)."""
-    from .journal import default_home
+    from ..state.journal import default_home
 
     check_no_secrets(list(args))
     return ["cd", os.path.abspath(cwd or os.getcwd()), "&&",
@@ -309,7 +309,7 @@ class Crontab:
 
 def last_result(entry: Entry) -> str:
     """The entry's last run from history: ``"succeeded 2024-05-01 03:00"``, or ``"never run"``."""
-    from .journal import Journal
+    from ..state.journal import Journal
 
     home = entry.home
     db = Path(home) / "batchkit.db" if home else None

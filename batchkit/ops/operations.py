@@ -26,11 +26,11 @@ import sys
 import time
 from typing import Any, Callable
 
-from .errors import UsageError
+from ..errors import UsageError
+from ..secrets import redact
 from .eventlog import EventLog
 from .metrics import write_run_metrics
 from .notify import DEFAULT_TIMEOUT, Courier, check_url
-from .secrets import redact
 
 NOTIFY_ON = ("failure", "always")
 _STATE_WORDS = {"succeeded": "succeeded", "failed": "failed", "interrupted": "was interrupted",

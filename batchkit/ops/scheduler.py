@@ -33,10 +33,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .atomic import write_atomic
+from ..atomic import write_atomic
+from ..errors import UsageError
+from ..units import parse_duration
 from .cron import validate_schedule
-from .errors import UsageError
-from .units import parse_duration
 
 TICK = 0.2  # how often the loop wakes to reap children and check the clock
 _CRON_FIELD = re.compile(r"^[\d*/,\-?LW#A-Za-z]+$")
@@ -139,7 +139,7 @@ class Scheduler:
     def __init__(self, entries: Sequence[Entry], *, grace: float = 3600.0, state_dir: str | os.PathLike | None = None,
                  stop_timeout: float = 30.0, log: Callable[[str], None] | None = None,
                  command: Callable[[Entry], list[str]] = default_command) -> None:
-        from .journal import default_home
+        from ..state.journal import default_home
 
         self.entries = list(entries)
         self.grace = grace

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterator, Sequence, Union
 
-from .errors import UsageError
-from .units import parse_duration, parse_size
+from ..errors import UsageError
+from ..units import parse_duration, parse_size
 
 log = logging.getLogger("batchkit.files")
 _BY_NAME = operator.attrgetter("name")

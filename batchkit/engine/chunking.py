@@ -14,7 +14,7 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any, Iterable, Iterator, Union
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ChunkSize = Union[int, str]
 

@@ -88,7 +88,7 @@ class ShellCommand:
     def __init__(self, template: str, *, timeout: float | None = None, keep_output: str | os.PathLike | None = None,
                  shell: str = "/bin/sh") -> None:
         if not template.strip():
-            from .errors import UsageError
+            from ..errors import UsageError
 
             raise UsageError("the command is empty: e.g. batchkit exec 'gzip -9 {}' --files logs")
         self.template = template

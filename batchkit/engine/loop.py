@@ -19,15 +19,15 @@ from collections import deque
 from queue import Empty, SimpleQueue
 from typing import Any, Callable, Iterable, Iterator, Union
 
-from .backends import resolve
+from ..backends import resolve
+from ..errors import BackendError, Interrupted, UsageError, WorkerCrashed
+from ..report import ChunkOutcomes
+from ..retry import Retry, coerce_retry
+from ..state.keys import text_key
 from .beacon import Beacon
 from .chunking import Chunker, check_chunk_size, split
-from .errors import BackendError, Interrupted, UsageError, WorkerCrashed
-from .keys import text_key
 from .progress import make_progress
 from .recovery import Slice, is_pickling_error, kill_overdue, recover
-from .report import ChunkOutcomes
-from .retry import Retry, coerce_retry
 from .tracebacks import DYNAMIC, JOB_MODULE_PREFIX, SourceMap
 from .worker import Task, run_chunk
 

@@ -22,8 +22,8 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import UsageError
-from .secrets import redact
+from ..errors import UsageError
+from ..secrets import redact
 
 FORMATS = ("text", "json")
 

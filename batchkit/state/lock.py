@@ -13,7 +13,7 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import Locked
+from ..errors import Locked
 
 
 class RunLock:

@@ -1,0 +1,2 @@
+"""Where items come from: any iterable, a file walk (:func:`~batchkit.sources.files.files`), lines
+of a file or stdin."""
