@@ -1,11 +1,12 @@
-"""Backends: where chunks run. ``resolve`` turns a name or an instance into a backend.
+"""Backends: where chunks run. ``resolve`` turns a name, an instance or an executor into a backend.
 
-The process and Dask backends are imported only when used, so ``import batchkit`` never
-loads loky, joblib, dask or distributed.
+The process, Dask and joblib backends are imported only when used, so ``import batchkit``
+never loads loky, joblib, dask or distributed.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from typing import Any
 
 from ..errors import UsageError
@@ -43,4 +44,9 @@ def resolve(backend: Any, workers: int | None) -> tuple[Backend, bool]:
         return backend, False
     if isinstance(backend, str):
         return backend_class(backend)(workers=workers), True
-    raise UsageError(f"backend={backend!r}: pass one of {', '.join(NAMES)} or a backend instance")
+    if isinstance(backend, cf.Executor):
+        from .executor import ExecutorBackend
+
+        return ExecutorBackend(backend, workers), False
+    raise UsageError(f"backend={backend!r}: pass one of {', '.join(NAMES)}, a backend instance "
+                     "or a concurrent.futures.Executor")

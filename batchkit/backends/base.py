@@ -1,6 +1,17 @@
-"""The backend protocol: submit a call, get a future; close. Nothing else.
+"""The backend protocol: start; submit a call, get a future; close.
 
-A backend knows nothing of chunks, retries, journals or progress: the engine does all that.
+A backend knows nothing of chunks, retries, journals or progress: the engine does all that. It
+declares two capabilities, and the engine adapts to them:
+
+- ``runs_in_process``: calls run in this process (the serial and thread backends). A stop flag
+  reaches a running chunk, so it can end early; an item past its timeout is abandoned by a
+  watchdog thread (a thread cannot be killed).
+- ``killable_workers``: workers are local processes that report, through the engine's
+  shared-memory beacon, which item they are running (the process backend). A crash is then
+  pinned on the item that caused it, and a worker whose item overran its timeout is killed.
+
+A backend with neither (Dask, a plain executor) runs calls elsewhere: a crash is located by
+re-running halves of the chunk, and a timeout is recorded by a watchdog thread in the worker.
 """
 
 from __future__ import annotations
@@ -10,17 +21,20 @@ from typing import Any, Callable
 
 
 class Backend:
-    """Base class of the four backends; a new backend implements :meth:`submit`.
+    """Base class of the backends; a new backend implements :meth:`submit` (and :meth:`close`
+    if it holds resources).
 
-    ``workers`` is how many calls can run at once (the engine keeps about two per worker
-    in flight). ``beacon`` is True when workers are local processes that can read the
-    engine's shared-memory beacon and be killed by pid: that is what lets the engine stop an
-    item that overran its timeout and pin a crash on the item that caused it.
+    ``workers`` is how many calls can run at once (the engine keeps about two per worker in
+    flight).
     """
 
     name = "backend"
-    beacon = False
     workers: int = 1
+    runs_in_process = False
+    killable_workers = False
+
+    def start(self) -> None:
+        """Get ready (start a pool, connect to a cluster); ``workers`` is final afterwards."""
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
         """Start ``fn(arg)``; return a :class:`concurrent.futures.Future` for its result.
@@ -33,6 +47,7 @@ class Backend:
         """Release what :meth:`submit` started. ``kill=True`` stops running calls at once."""
 
     def __enter__(self) -> Backend:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -70,3 +85,21 @@ def failed_future(exc: BaseException) -> cf.Future:
     fut: cf.Future = cf.Future()
     fut.set_exception(exc)
     return fut
+
+
+def ignore_stop_signals() -> None:
+    """In a worker process: leave SIGINT, SIGTERM and SIGHUP to the parent.
+
+    A terminal's Ctrl-C and a service manager's stop reach the whole process group. The parent
+    then stops the run cleanly (in-flight items may finish, nothing is recorded as failed); a
+    worker that died of the same signal would look like a crash of the item it was running.
+    """
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except (OSError, ValueError):
+                pass

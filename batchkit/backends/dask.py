@@ -8,7 +8,7 @@ import os
 from typing import Any, Callable
 
 from ..errors import BackendError, UsageError, WorkerCrashed
-from .base import Backend, failed_future, relay
+from .base import Backend, failed_future, ignore_stop_signals, relay
 
 
 def _import_distributed() -> Any:
@@ -40,6 +40,8 @@ class DaskBackend(Backend):
     """
 
     name = "dask"
+    # Neither capability: workers are remote (or at least not ours to signal); crashes are
+    # located by re-running halves, timeouts recorded by a watchdog thread in the worker.
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class DaskBackend(Backend):
         self._n_workers = workers
         self._threads = threads_per_worker
         self._cluster_kwargs = cluster_kwargs
+        self._main: _MainNotReimported | None = None
         self.workers = workers or 1
 
     @property
@@ -73,7 +76,9 @@ class DaskBackend(Backend):
             if self.address is not None:
                 self._client = distributed.Client(self.address, timeout="10s")
             else:
-                n = self._n_workers or os.cpu_count() or 1
+                from ..options import cpu_count
+
+                n = self._n_workers or cpu_count()
                 kwargs = {
                     "n_workers": n,
                     "threads_per_worker": self._threads,
@@ -86,12 +91,16 @@ class DaskBackend(Backend):
                 # os.environ for its workers and leaves them there; every process started later
                 # (process-backend workers, `batchkit exec` commands) would inherit them.
                 saved = dict(os.environ)
+                self._main = _MainNotReimported()
                 try:
                     self._cluster = distributed.LocalCluster(**kwargs)
                 finally:
                     os.environ.clear()
                     os.environ.update(saved)
                 self._client = distributed.Client(self._cluster)
+                # Our cluster's workers are our children: a Ctrl-C or SIGTERM to the process
+                # group is for us to handle (a clean stop), not for them to die of.
+                self._client.register_plugin(_stop_signal_plugin(distributed), name="batchkit-ignore-stop-signals")
         except UsageError:
             raise
         except Exception as exc:
@@ -133,6 +142,46 @@ class DaskBackend(Backend):
                     self._cluster.close()
                 self._client = self._cluster = None
                 self._own_client = False
+                if self._main is not None:
+                    self._main.restore()
+                    self._main = None
+
+
+def _stop_signal_plugin(distributed: Any) -> Any:
+    """A worker plugin: the worker process leaves SIGINT/SIGTERM/SIGHUP to batchkit."""
+
+    class IgnoreStopSignals(distributed.WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            ignore_stop_signals()
+
+    return IgnoreStopSignals()
+
+
+class _MainNotReimported:
+    """While our LocalCluster lives, its worker processes do not re-run the user's script.
+
+    distributed starts workers with multiprocessing's "spawn", which re-executes ``__main__``'s
+    file in each new process: a script without an ``if __name__ == "__main__":`` guard would
+    start its run again in every worker ("Nanny failed to start"). Functions travel to workers by
+    value (cloudpickle), so workers never need the script; multiprocessing skips re-importing a
+    main module whose spec is named ``__main__``. Restored when the cluster closes.
+    """
+
+    def __init__(self) -> None:
+        import sys
+
+        self._module = sys.modules.get("__main__")
+        self._patched = (self._module is not None and getattr(self._module, "__spec__", None) is None
+                         and getattr(self._module, "__file__", None) is not None)
+        if self._patched:
+            import importlib.machinery
+
+            self._module.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+
+    def restore(self) -> None:
+        if self._patched:
+            self._module.__spec__ = None
+            self._patched = False
 
 
 def _translate(exc: BaseException) -> BaseException:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
-import os
 import re
 import threading
 from typing import Any, Callable
@@ -20,76 +19,109 @@ class ProcessBackend(Backend):
     """Runs chunks in worker processes from a loky executor (the executor joblib is built on).
 
     Functions go to workers with cloudpickle, so lambdas, closures and functions defined in
-    ``__main__`` or a notebook cell work. The pool is kept between runs, so a notebook's
-    second run starts warm, and rebuilt after a worker dies. ``workers`` defaults to the
-    number of CPUs.
+    ``__main__`` or a notebook cell work. A pool is kept warm between runs, so a notebook's
+    second run starts at once; a run that finds the warm pool in use (two runs at once in one
+    process) gets a pool of its own, so one run's crash, timeout or interrupt never touches
+    another's workers. ``workers`` defaults to the CPUs this process may use.
     """
 
     name = "process"
-    beacon = True
+    killable_workers = True
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
+        from ..options import cpu_count
+
+        self.workers = workers or cpu_count()
         self._executor: Any = None
 
+    def start(self) -> None:
+        if self._executor is None:
+            self._executor = _acquire(self.workers)
+
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
+        self.start()
         for attempt in (1, 2):
-            self._executor = _shared_executor(self.workers, fresh=attempt == 2)
             try:
                 inner = self._executor.submit(fn, arg)
             except Exception as exc:
                 if attempt == 1 and _is_broken(exc):
-                    continue  # the pool died since the last call: build a new one and resubmit
+                    # The pool died (a crashed worker, or a timeout's kill): replace ours only.
+                    _discard(self._executor)
+                    self._executor = _new_pool(self.workers)
+                    continue
                 return failed_future(_translate(exc))
             return relay(inner, _translate)
         raise AssertionError("unreachable")
 
     def close(self, *, kill: bool = False) -> None:
-        # The pool outlives a run on purpose (warm workers for the next one); it is only torn
-        # down when a run is interrupted.
-        if kill and self._executor is not None:
-            _drop_shared(self._executor)
-            self._executor.shutdown(wait=False, kill_workers=True)
-            self._executor = None
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            _release(executor, kill)
 
 
 # loky itself rather than the copy vendored in joblib: importing joblib.externals.loky imports all
 # of joblib, which costs ~0.2 s in the parent and again in every fresh worker. And batchkit's own
-# pool, not loky's get_reusable_executor(): a process-wide singleton is shared with whatever else
-# uses it (joblib.Parallel breaks when it finds an executor it did not configure).
+# pools, not loky's get_reusable_executor(): a process-wide singleton is shared with whatever else
+# uses it (joblib.Parallel breaks when it finds an executor it did not configure), and two runs
+# must never share one (one's kill would break the other's calls).
 _lock = threading.Lock()
-_shared: dict[str, Any] = {"executor": None, "workers": 0}
+_idle: dict[int, Any] = {}  # warm pools not used by any run, by worker count (at most one kept)
+_busy: set = set()
 
 
-def _shared_executor(workers: int, fresh: bool = False) -> Any:
+def _new_pool(workers: int) -> Any:
     from loky import ProcessPoolExecutor
 
+    from .base import ignore_stop_signals
+
+    executor = ProcessPoolExecutor(max_workers=workers, timeout=IDLE_TIMEOUT, initializer=ignore_stop_signals)
     with _lock:
-        executor = _shared["executor"]
-        if executor is not None and (fresh or _shared["workers"] != workers):
-            executor.shutdown(wait=False, kill_workers=fresh)
-            executor = None
-        if executor is None:
-            executor = ProcessPoolExecutor(max_workers=workers, timeout=IDLE_TIMEOUT)
-            _shared.update(executor=executor, workers=workers)
-        return executor
+        _busy.add(executor)
+    return executor
+
+
+def _acquire(workers: int) -> Any:
+    with _lock:
+        executor = _idle.pop(workers, None)
+        if executor is not None:
+            _busy.add(executor)
+            return executor
+    return _new_pool(workers)
+
+
+def _release(executor: Any, kill: bool) -> None:
+    """A run is done with ``executor``: keep it warm for the next run, or stop it."""
+    with _lock:
+        _busy.discard(executor)
+        stale = []
+        if not kill and not getattr(executor, "_broken", False):
+            stale = [e for w, e in list(_idle.items()) if e is not executor]
+            _idle.clear()
+            _idle[executor._max_workers] = executor
+    for old in stale:  # one warm pool at a time: idle processes cost memory
+        old.shutdown(wait=False)
+    if kill or getattr(executor, "_broken", False):
+        executor.shutdown(wait=False, kill_workers=True)
+
+
+def _discard(executor: Any) -> None:
+    with _lock:
+        _busy.discard(executor)
+    executor.shutdown(wait=False, kill_workers=True)
 
 
 @atexit.register
-def _shutdown_shared() -> None:
-    # Stop the idle pool while the interpreter is still whole; left to garbage collection at
+def _shutdown_all() -> None:
+    # Stop the pools while the interpreter is still whole; left to garbage collection at
     # exit, loky's cleanup runs after module globals are gone and prints a traceback.
     with _lock:
-        executor = _shared["executor"]
-        _shared.update(executor=None, workers=0)
-    if executor is not None:
+        idle, busy = list(_idle.values()), list(_busy)
+        _idle.clear()
+        _busy.clear()
+    for executor in idle:
         executor.shutdown(wait=True)
-
-
-def _drop_shared(executor: Any) -> None:
-    with _lock:
-        if _shared["executor"] is executor:
-            _shared.update(executor=None, workers=0)
+    for executor in busy:  # a run still going at exit (an exception unwound past it): stop it
+        executor.shutdown(wait=False, kill_workers=True)
 
 
 def _is_broken(exc: BaseException) -> bool:

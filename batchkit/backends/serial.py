@@ -16,6 +16,7 @@ class SerialBackend(Backend):
     """
 
     name = "serial"
+    runs_in_process = True
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = 1

@@ -1,11 +1,16 @@
 """The engine: one loop, shared by every backend, that runs chunks and turns faults into outcomes.
 
-It pulls chunks lazily from the input, keeps about two per worker in flight, and for each one
-that comes back merges the outcomes, reports progress, applies ``max_failures`` and hands the
-chunk on (in input order or as completed). Infrastructure faults never reach the user: when a
-worker dies, the items of its chunk that had not finished are re-run, and the item it was
-running is pinned down (re-run alone if need be) and recorded as a crash; when an item overruns
-``timeout`` on the process backend, its worker is killed and the item recorded as timed out.
+:meth:`Engine.chunks` pulls chunks lazily from the input (:mod:`~batchkit.engine.feed`), keeps
+about two per worker in flight (:mod:`~batchkit.engine.window`), settles each finished one —
+merging outcomes, reporting progress, applying ``max_failures`` — and hands it on in the run's
+one order (:mod:`~batchkit.engine.sequencer`). Infrastructure faults never reach the user: when a
+worker dies, the items of its chunk that had not finished are re-run and the item it was running
+is pinned down and recorded as a crash (:mod:`~batchkit.engine.recovery`); an item that overruns
+``timeout`` on local worker processes has its worker killed and is recorded as timed out.
+
+A stop (:meth:`Engine.request_stop`, from a signal) ends dispatching, lets in-flight chunks finish
+for a grace period and raises :class:`~batchkit.errors.Interrupted`. Whatever the stop cut short
+is simply not handed on: it is never recorded as failed, and ``--resume`` runs it again.
 """
 
 from __future__ import annotations
@@ -14,96 +19,71 @@ import concurrent.futures as cf
 import dataclasses
 import math
 import time
+import uuid
 import weakref
-from collections import deque
-from queue import Empty, SimpleQueue
-from typing import Any, Callable, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator
 
 from ..backends import resolve
 from ..errors import BackendError, Interrupted, UsageError, WorkerCrashed
-from ..report import ChunkOutcomes
-from ..retry import Retry, coerce_retry
-from ..state.keys import text_key
+from ..options import MaxFailures, RunOptions, check_max_failures
+from ..outcome import ItemError
 from .beacon import Beacon
-from .chunking import Chunker, check_chunk_size, split
+from .chunk import ChunkOutcomes
+from .chunking import Chunker
+from .feed import WAKE, Feed
 from .progress import make_progress
 from .recovery import Slice, is_pickling_error, kill_overdue, recover
+from .sequencer import Sequencer
 from .tracebacks import DYNAMIC, JOB_MODULE_PREFIX, SourceMap
-from .worker import Task, run_chunk
+from .window import Window
+from .worker import Task
 
-MaxFailures = Union[int, float, None]
+__all__ = ["ACTIVE", "Engine", "MaxFailures", "parse_max_failures"]
 
-# How many times in a row the pool may die before running any item, before we give up.
+# How many times in a row the workers may die without a sign of progress before we give up.
 MAX_BARREN_RESTARTS = 5
+# How long an item stopped by a signal waits for the run's own stop request to arrive.
+STOP_NOTICE = 1.0
 
-# Engines running now, so a signal handler (see interrupt.py) can ask them to stop cleanly.
+# Engines running now, so a signal handler (see batchkit.interrupt) can ask them to stop cleanly.
 ACTIVE: weakref.WeakSet = weakref.WeakSet()
 
-
-def _drain(finished: SimpleQueue, timeout: float, in_flight: dict) -> list[cf.Future]:
-    """The futures done so far, waiting up to ``timeout`` for the first (none: an empty list)."""
-    try:
-        done = [finished.get(timeout=timeout)]
-    except Empty:
-        return []
-    while True:
-        try:
-            done.append(finished.get_nowait())
-        except Empty:
-            # Only futures still ours: one collected early by the crash drain may report late.
-            return [f for f in done if f in in_flight]
-
-
-def parse_max_failures(value: MaxFailures) -> MaxFailures:
-    """Validate ``max_failures``: a count >= 1, or a fraction strictly between 0 and 1."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise UsageError(f"max_failures={value!r}: use a count (e.g. 10) or a fraction (e.g. 0.05)")
-    if isinstance(value, int) and value >= 1:
-        return value
-    if isinstance(value, float) and 0 < value < 1:
-        return value
-    raise UsageError(f"max_failures={value!r}: use a count >= 1 or a fraction between 0 and 1")
-
-
-def _length(items: Iterable[Any]) -> int | None:
-    try:
-        return len(items)  # type: ignore[arg-type]
-    except TypeError:
-        return None
+parse_max_failures = check_max_failures  # the name older code imports
 
 
 class Engine:
-    """One run of ``fn`` over ``items``. :meth:`chunks` drives it; the rest is bookkeeping."""
+    """One run of ``fn`` over ``items``: iterate :meth:`chunks`; the rest is bookkeeping.
 
-    def __init__(self, fn: Callable[[Any], Any], items: Iterable[Any], *, backend: Any = "process",
-                 workers: int | None = None, chunk_size: int | str = "auto", ordered: bool = True,
-                 retry: Retry | int | None = None, timeout: float | None = None,
-                 progress: bool | str | None = None, max_failures: MaxFailures = None,
-                 desc: str | None = None, key: Callable[[Any], Any] | None = None,
-                 skip: Callable[[Any], bool] | None = None,
-                 on_chunk: Callable[[ChunkOutcomes], None] | None = None) -> None:
+    ``options`` is a :class:`~batchkit.options.RunOptions` (or pass its fields as keywords).
+    ``key`` computes item keys; ``skip(key)`` leaves out items an earlier attempt finished;
+    ``on_chunk`` is called with each chunk as it finishes (before ordering).
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], items: Iterable[Any], options: RunOptions | None = None, *,
+                 key: Callable[[Any], Any] | None = None, skip: Callable[[str], bool] | None = None,
+                 on_chunk: Callable[[ChunkOutcomes], None] | None = None, keyed: bool = False,
+                 keep_skipped: bool = False, **kwargs: Any) -> None:
         if not callable(fn):
             raise UsageError(f"fn must be callable, got {type(fn).__name__}")
-        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
-            raise UsageError(f"timeout={timeout!r}: use a number of seconds > 0")
+        if options is None:
+            options = RunOptions.build(**kwargs)
+        elif kwargs:
+            options = options.replace(**kwargs)
         self.fn = fn
         self.items = items
-        self.backend_option = backend
-        self.workers_option = workers
-        self.chunk_size = check_chunk_size(chunk_size)
-        self.ordered = ordered
-        self.retry = coerce_retry(retry)
-        self.timeout = timeout
-        self.progress_option = progress
-        self.max_failures = parse_max_failures(max_failures)
-        self.desc = desc
-        self.key = key
+        self.options = options
+        self.ordered = options.ordered
+        self.retry = options.retry
+        self.timeout = options.timeout
+        self.desc = options.desc
+        self.key = key if key is not None else options.key
         self.skip = skip
+        self.keyed = keyed
+        self.keep_skipped = keep_skipped
+        self.skipped_items: list | None = None
         self.on_chunk = on_chunk
         self._sources = SourceMap(fn)  # puts file names back into tracebacks from workers
-        # What the run found out, read by run()/imap() callers when it ends.
+        # What the run found out, read by the lifecycle when it ends.
         self.total = _length(items)
         self.seen = 0
         self.skipped = 0
@@ -112,8 +92,11 @@ class Engine:
         self.halted: str | None = None
         self.elapsed = 0.0
         self.restarts = 0
+        self.backend_name = ""
         self.stopping: Interrupted | None = None
         self._stop_deadline = 0.0
+        self._window: Window | None = None
+        self._barren = 0
 
     def request_stop(self, reason: Interrupted, grace: float) -> None:
         """Stop dispatching; let in-flight chunks finish for ``grace`` seconds, then raise ``reason``.
@@ -123,236 +106,261 @@ class Engine:
         if self.stopping is None:
             self.stopping = reason
             self._stop_deadline = time.monotonic() + grace
-
-    # -- input -------------------------------------------------------------------------------
-
-    def _source(self, chunker: Chunker) -> Iterator[ChunkOutcomes]:
-        seq = 0
-        if self.skip is None:
-            # Nothing to skip: keys (if any) are computed later, where they are needed.
-            start = 0
-            for batch in split(self.items, chunker):
-                self.seen = start + len(batch)
-                yield ChunkOutcomes(seq, start, batch, keyfn=self.key)
-                start = self.seen
-                seq += 1
-            return
-        keyfn, skip = self.key, self.skip
-
-        def keyed() -> Iterator[tuple[int, Any, Any]]:
-            for i, item in enumerate(self.items):
-                k = text_key(keyfn(item)) if keyfn is not None else None
-                if skip is not None and skip(k):
-                    self.skipped += 1
-                    continue
-                yield i, item, k
-
-        for batch in split(keyed(), chunker):
-            indices = [b[0] for b in batch]
-            self.seen = indices[-1] + 1
-            yield ChunkOutcomes(seq, indices[0], [b[1] for b in batch], indices, [b[2] for b in batch])
-            seq += 1
+        if self._window is not None:
+            self._window.finished.put(WAKE)  # wake the loop now rather than at its next poll
 
     # -- the loop ----------------------------------------------------------------------------
 
     def chunks(self) -> Iterator[ChunkOutcomes]:
-        """Run, yielding each chunk once all its items have an outcome."""
-        backend, owned = resolve(self.backend_option, self.workers_option)
+        """Run, yielding each chunk once all its items have an outcome (in the run's order)."""
+        backend, owned = resolve(self.options.backend, self.options.workers)
+        self.backend_name = backend.name
         started = time.monotonic()
-        kill = True
-        beacon = None
-        progress = None
-        in_flight: dict[cf.Future, Slice] = {}
-        stop = [False]
+        kill, beacon, progress, feed = True, None, None, None
         ACTIVE.add(self)
+        from ..interrupt import current
+
+        stop = current()
+        if stop is not None and stop.requested is not None:  # the signal came before we registered
+            self.request_stop(stop.requested, stop.grace)
+        stop_flag = [False]
         try:
-            start = getattr(backend, "start", None)
-            if start is not None:
-                start()
+            backend.start()
             workers = max(1, backend.workers)
-            chunker = Chunker(self.chunk_size, workers, self.total)
-            max_in_flight = 2 * workers
-            if backend.beacon:
-                beacon = Beacon(max_in_flight + 1)
-            progress = make_progress(self.progress_option, self.total, self.desc)
-            limit = self._failure_limit()
-            source = self._source(chunker)
-            exhausted = False
-            # Futures report here when done: waiting on this queue costs O(1) per completion,
-            # where cf.wait() over every in-flight future costs O(in flight) per call.
-            finished_futures: SimpleQueue = SimpleQueue()
-            queue: deque[Slice] = deque()  # slices to re-run after a crash
-            self._queue = queue
-            isolate: deque[Slice] = deque()  # suspects of a crash, each to be run alone
-            waiting: dict[int, ChunkOutcomes] = {}  # finished, held back to keep input order
-            next_seq = 0
-            open_chunks = 0
-            barren = 0
-
-            def submit(sub: Slice) -> bool:
-                if beacon is not None:
-                    sub.slot = beacon.acquire()
-                whole = sub.lo == 0 and sub.hi == len(sub.chunk)
-                items = sub.chunk.items if whole else sub.chunk.items[sub.lo:sub.hi]
-                where = (beacon.path, sub.slot) if beacon is not None and sub.slot is not None else None
-                # `stop` only reaches in-memory workers; pickling drops it (see Task).
-                sub.task = Task(self.fn, items, self.retry, self.timeout, where,
-                                None if backend.beacon else stop, sub.check_values)
-                fut = backend.submit(run_chunk, sub.task)
-                in_flight[fut] = sub
-                fut.add_done_callback(finished_futures.put)
-                # Done already (the serial backend runs it inside submit): collect it before
-                # running another, so an interrupt never strands a finished chunk unrecorded.
-                return fut.done()
-
+            chunker = Chunker(self.options.chunk_size, workers, self.total)
+            if backend.killable_workers:
+                beacon = Beacon(2 * workers + 1)
+            window = self._window = Window(backend, self._task_maker(backend, beacon, stop_flag), beacon,
+                                           2 * workers)
+            feed = Feed(self.items, chunker, key=self.key, skip=self.skip, wake=window.finished, keyed=self.keyed,
+                        keep_skipped=self.keep_skipped)
+            self.skipped_items = feed.skipped_items
+            progress = make_progress(self.options.progress, self.total, self.desc)
+            self._limit = self._failure_limit()
+            sequencer = Sequencer(self.ordered)
+            shown_skipped = 0
             while True:
-                # Fill the pipeline: re-runs first, then isolated suspects alone, then new chunks.
-                while len(in_flight) < max_in_flight and self.stopping is None:
-                    if any(sub.isolated for sub in in_flight.values()):
-                        break  # a suspect runs alone, so a crash can only be its own
-                    if queue:
-                        if submit(queue.popleft()):
-                            break
-                    elif isolate:
-                        if not in_flight:
-                            submit(isolate.popleft())
-                        break
-                    elif exhausted or self.halted or open_chunks >= 2 * max_in_flight:
-                        break
-                    else:
-                        chunk = next(source, None)
-                        if chunk is None:
-                            exhausted = True
-                            if self.total is None:
-                                progress.set_total(self.seen - self.skipped)
-                            break
-                        open_chunks += 1
-                        if submit(Slice(chunk, 0, len(chunk))):
-                            break
-                if self.stopping is not None and (not in_flight or time.monotonic() > self._stop_deadline):
-                    kill = bool(in_flight)
+                if self.stopping is None:
+                    window.fill(self._next_chunk(feed), more_input=not feed.exhausted and not self.halted)
+                    if feed.skipped != shown_skipped:
+                        shown_skipped = feed.skipped
+                        progress.skip(shown_skipped)
+                    if feed.exhausted and self.total is None:
+                        progress.set_total(feed.seen)
+                elif not window.in_flight or time.monotonic() > self._stop_deadline:
+                    kill = bool(window.in_flight)
+                    window.cancel_all()
+                    sequencer.drop_held()
                     raise self.stopping
-                if not in_flight:
-                    if queue or isolate:
-                        continue
+                if window.idle and (feed.exhausted or self.halted or self.stopping):
+                    if self.stopping is not None:
+                        continue  # nothing left in flight: the check above raises
                     break
-
-                poll = 0.5 if self.timeout is None or beacon is None else min(0.5, self.timeout / 10)
-                done = _drain(finished_futures, poll, in_flight)
-                crashed: list[tuple[Slice, WorkerCrashed]] = []
-                finished: list[ChunkOutcomes] = []
-                for fut in done:
-                    sub = in_flight.pop(fut)
-                    self._collect(sub, fut, crashed, finished, chunker, beacon)
-                if crashed:
-                    if beacon is not None and in_flight:
-                        # A broken loky pool fails every call in flight; judge them together.
-                        rest, _ = cf.wait(list(in_flight), timeout=30)
-                        for fut in rest:
-                            self._collect(in_flight.pop(fut), fut, crashed, finished, chunker, beacon)
-                    fix = recover(crashed, beacon, self.timeout)
-                    queue.extend(fix.rerun)
-                    isolate.extend(fix.isolate)
-                    for chunk, pos, error, duration in fix.failed:
-                        chunk.fail(pos, error, duration)
-                        if chunk.remaining == 0:
-                            finished.append(chunk)
-                    self.restarts += 1
-                    barren = 0 if fix.progressed else barren + 1
-                    if barren >= MAX_BARREN_RESTARTS:
-                        raise BackendError(
-                            f"the {backend.name} workers died {barren} times in a row before running "
-                            f"any item (last: {crashed[-1][1]}); check the environment and that "
-                            "the function can be loaded in a fresh process")
-                elif done:
-                    barren = 0
+                finished = self._settle(window, window.wait(self._poll(feed, beacon)), chunker, sequencer)
                 if beacon is not None and self.timeout is not None:
-                    kill_overdue(in_flight.values(), beacon, self.timeout)
-
+                    kill_overdue(window.in_flight.values(), beacon, self.timeout)
                 for chunk in finished:
-                    n_failed = len(chunk.errors)
-                    self.failed += n_failed
-                    self.succeeded += len(chunk) - n_failed
-                    progress.update(len(chunk), n_failed)
-                    if self.on_chunk is not None:
-                        self.on_chunk(chunk)
-                    if limit is not None and self.halted is None and self.failed >= limit(self):
-                        self.halted = self._halt_message()
-                    if not self.ordered:
-                        open_chunks -= 1
-                        yield chunk
-                    else:
-                        waiting[chunk.seq] = chunk
-                # Held-back chunks count as open, so a slow first chunk cannot make the
-                # ordered stream buffer the whole input.
-                while next_seq in waiting:
-                    open_chunks -= 1
-                    yield waiting.pop(next_seq)
-                    next_seq += 1
+                    self._account(chunk, progress)
+                    for ready in sequencer.add(chunk):
+                        window.open_chunks -= 1
+                        yield ready
             kill = False
-        except Interrupted:
-            raise
         except BaseException:
             kill = True
             raise
         finally:
             ACTIVE.discard(self)
-            stop[0] = True
+            stop_flag[0] = True
+            if feed is not None:
+                self.seen, self.skipped = feed.seen, feed.skipped
+                feed.close()
             self.elapsed = time.monotonic() - started
-            for fut in in_flight:
-                fut.cancel()
-            if progress is not None:
-                progress.close()
-            try:
-                if owned or kill:
-                    backend.close(kill=kill)
-            finally:
-                if beacon is not None:
-                    beacon.close()
+            self._close(backend, owned, kill, progress, beacon)
 
-    # -- what came back ----------------------------------------------------------------------
+    def _next_chunk(self, feed: Feed) -> Callable[[], ChunkOutcomes | None]:
+        def pull() -> ChunkOutcomes | None:
+            chunk = feed.next_chunk()
+            self.seen, self.skipped = feed.seen, feed.skipped
+            return chunk
+        return pull
 
-    def _collect(self, sub: Slice, fut: cf.Future, crashed: list, finished: list,
-                 chunker: Chunker, beacon: Beacon | None) -> None:
-        exc = fut.exception()
+    def _poll(self, feed: Feed, beacon: Beacon | None) -> float:
+        poll = 0.5 if self.timeout is None or beacon is None else min(0.5, self.timeout / 10)
+        if self.stopping is not None:
+            poll = min(poll, max(0.0, self._stop_deadline - time.monotonic()))
+        hint = feed.wait_hint()
+        return poll if hint is None else min(poll, hint)
+
+    def _task_maker(self, backend: Any, beacon: Beacon | None, stop_flag: list) -> Callable[[Slice], Task]:
+        in_process = backend.runs_in_process
+        init = None
+        if self.options.initializer is not None:
+            init = (uuid.uuid4().hex, self.options.initializer, self.options.initargs)
+
+        def make(sub: Slice) -> Task:
+            whole = sub.lo == 0 and sub.hi == len(sub.chunk)
+            items = sub.chunk.items if whole else sub.chunk.items[sub.lo:sub.hi]
+            where = (beacon.path, sub.slot) if beacon is not None and sub.slot is not None else None
+            # `stop` only reaches in-memory workers; pickling drops it (see Task).
+            return Task(self.fn, items, self.retry, self.timeout, where, stop_flag if in_process else None,
+                        sub.check_values, init)
+        return make
+
+    def _close(self, backend: Any, owned: bool, kill: bool, progress: Any, beacon: Beacon | None) -> None:
+        window, self._window = self._window, None
+        if window is not None:
+            window.cancel_all()
+        if progress is not None:
+            progress.close(ok=self.failed == 0 and not self.halted)
+        try:
+            if owned or kill:
+                backend.close(kill=kill)
+        finally:
+            if beacon is not None:
+                beacon.close()
+
+    # -- settling what came back ---------------------------------------------------------------
+
+    def _settle(self, window: Window, done: list[tuple[Slice, cf.Future]], chunker: Chunker,
+                sequencer: Sequencer) -> list[ChunkOutcomes]:
+        """Merge finished slices; recover from crashed workers; return the chunks now complete."""
+        crashed: list[tuple[Slice, WorkerCrashed]] = []
+        finished: list[ChunkOutcomes] = []
+        for sub, fut in done:
+            self._collect(window, sub, fut, crashed, finished, chunker, sequencer)
+        if crashed and self.stopping is None:
+            if window.beacon is not None and window.in_flight:
+                for sub, fut in window.take_rest(timeout=30):
+                    self._collect(window, sub, fut, crashed, finished, chunker, sequencer)
+            self._recover(window, crashed, finished)
+        elif crashed:  # stopping: the crash is most likely the stop itself; nothing is recorded
+            for sub, _ in crashed:
+                window.release(sub)
+        return finished
+
+    def _collect(self, window: Window, sub: Slice, fut: cf.Future, crashed: list, finished: list,
+                 chunker: Chunker, sequencer: Sequencer) -> None:
+        exc = fut.exception() if not fut.cancelled() else cf.CancelledError()
         if isinstance(exc, WorkerCrashed):
             crashed.append((sub, exc))
             return
-        if beacon is not None:
-            beacon.release(sub.slot)
+        window.release(sub)
         if exc is not None:
-            if is_pickling_error(exc):
-                if not sub.check_values:
-                    # Most likely one value could not travel back: re-run the slice checking each.
-                    self._queue.append(Slice(sub.chunk, sub.lo, sub.hi, sub.isolated, check_values=True))
-                    return
-                raise UsageError(f"could not send the function or its items to the workers: {exc}; "
-                                 "make them picklable, or use backend='thread'") from exc
-            if isinstance(exc, (UsageError, BackendError)):
-                raise exc
-            raise BackendError(f"the {type(exc).__name__} backend call failed: {exc}") from exc
+            if self.stopping is not None:
+                return  # cut short by the stop: left for --resume
+            self._failed_call(window, sub, exc)
+            return
         result = fut.result()
+        n = sub.hi - sub.lo
         if not sub.isolated:
             chunker.observe(len(result.values), result.elapsed)
-        n = sub.hi - sub.lo
-        if len(result.values) < n:  # a chunk that stopped early: only on interrupt
-            raise BackendError("a chunk returned early; the run was interrupted")
         if result.errors:
-            self._readable(result.errors)
+            cut = self._readable(result.errors)
+            if cut is not None:  # an item stopped by the run's own stop signal
+                self._cut(sub, result, cut, finished, sequencer)
+                return
+        if len(result.values) < n:  # a chunk that stopped early: only when the run stops
+            self._cut(sub, result, len(result.values), finished, sequencer)
+            return
+        if sub.attempt > 1:  # an item re-run after a crash or timeout
+            result.attempts = {p: result.attempts.get(p, 1) + sub.attempt - 1 for p in range(n)}
         sub.chunk.merge(sub.lo, result)
+        self._barren = 0
         if sub.chunk.remaining == 0:
             finished.append(sub.chunk)
 
-    def _readable(self, errors: dict) -> None:
-        # Frames of code sent by value come back as "<dynamic-code>"; the parent knows better.
+    def _failed_call(self, window: Window, sub: Slice, exc: BaseException) -> None:
+        if not is_pickling_error(exc):
+            if isinstance(exc, (UsageError, BackendError)):
+                raise exc
+            raise BackendError(f"the {self.backend_name} backend failed: {type(exc).__name__}: {exc}") from exc
+        if not sub.check_values:
+            # Most likely one value could not travel back: re-run the slice checking each.
+            window.rerun.append(dataclasses.replace(sub, slot=None, task=None, killed_at=None, check_values=True))
+            return
+        _check_picklable(self.fn, "the function", exc)
+        if sub.hi - sub.lo > 1:  # still failing: halve until the one item or value at fault is found
+            mid = (sub.lo + sub.hi) // 2
+            window.rerun.extend(dataclasses.replace(sub, lo=lo, hi=hi, slot=None, task=None, killed_at=None)
+                                for lo, hi in ((sub.lo, mid), (mid, sub.hi)))
+            return
+        reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        try:
+            _check_picklable(sub.chunk.items[sub.lo], "the item", exc)
+            what = f"its value could not be sent back from the worker: {reason}"
+        except UsageError as bad_item:
+            what = str(bad_item)
+        sub.chunk.fail(sub.lo, ItemError(type(exc).__name__, what, "", "exception"))
+
+    def _readable(self, errors: dict) -> int | None:
+        """Fix tracebacks of code sent by value; return the first position stopped by a stop signal."""
+        cut = None
         for pos, err in errors.items():
             if DYNAMIC in err.traceback or JOB_MODULE_PREFIX in err.traceback:
                 errors[pos] = dataclasses.replace(err, traceback=self._sources.fix(err.traceback))
+            if err.kind == "interrupted":
+                if self._stop_arrives():
+                    cut = pos if cut is None else min(cut, pos)
+                else:  # stopped by a signal that was not the run's: an ordinary failure
+                    errors[pos] = dataclasses.replace(err, kind="exception")
+        return cut
 
-    # -- max_failures ------------------------------------------------------------------------
+    def _stop_arrives(self) -> bool:
+        # A stop signal reaches the item's process (a shell command) and us at the same moment;
+        # give our own handler a moment to run before deciding the item failed on its own.
+        deadline = time.monotonic() + STOP_NOTICE
+        while self.stopping is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.stopping is not None
+
+    def _cut(self, sub: Slice, result: Any, n: int, finished: list, sequencer: Sequencer) -> None:
+        """The run is stopping: keep the first ``n`` outcomes of a whole chunk, if its turn allows."""
+        chunk = sub.chunk
+        if sub.lo != 0 or sub.hi != len(chunk) or n == 0 or not sequencer.is_next(chunk.seq):
+            return
+        part = ChunkOutcomes(chunk.seq, chunk.start, chunk.items[:n],
+                             None if chunk.indices is None else chunk.indices[:n],
+                             None if chunk.keys is None else chunk.keys[:n], chunk.keyfn)
+        result.values, result.durations = result.values[:n], result.durations[:n]
+        result.errors = {p: e for p, e in result.errors.items() if p < n}
+        result.attempts = {p: a for p, a in result.attempts.items() if p < n}
+        result.events = [e for e in result.events if e[0] < n]
+        part.merge(0, result)
+        finished.append(part)
+
+    def _recover(self, window: Window, crashed: list, finished: list) -> None:
+        fix = recover(crashed, window.beacon, self.timeout, self.retry)
+        window.rerun.extend(fix.rerun)
+        window.isolate.extend(fix.isolate)
+        now = time.time()
+        for chunk, pos, error, duration, attempts in fix.failed:
+            chunk.fail(pos, error, duration, attempts, when=now)
+            if chunk.remaining == 0:
+                finished.append(chunk)
+        self.restarts += 1
+        # With a beacon, a crash that found an item running is progress; without one (Dask, a
+        # plain executor) only a chunk that came back is.
+        self._barren = 0 if fix.progressed else self._barren + 1
+        if self._barren >= MAX_BARREN_RESTARTS:
+            raise BackendError(
+                f"the {self.backend_name} workers died {self._barren} times in a row without finishing any "
+                f"item (last: {crashed[-1][1]}); check the workers' environment and that the function "
+                "can be loaded in a fresh process")
+
+    # -- counts, progress, max_failures ---------------------------------------------------------
+
+    def _account(self, chunk: ChunkOutcomes, progress: Any) -> None:
+        n_failed = len(chunk.errors)
+        self.failed += n_failed
+        self.succeeded += len(chunk) - n_failed
+        progress.update(len(chunk), n_failed)
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
+        if self._limit is not None and self.halted is None and self.failed >= self._limit(self):
+            self.halted = self._halt_message()
 
     def _failure_limit(self) -> Callable[[Engine], float] | None:
-        mf = self.max_failures
+        mf = self.options.max_failures
         if mf is None:
             return None
         if isinstance(mf, int):
@@ -364,7 +372,8 @@ class Engine:
         return lambda e: max(math.ceil(mf * (e.succeeded + e.failed)), math.ceil(1 / mf), 1)
 
     def _halt_message(self) -> str:
-        text = f"max_failures={self.max_failures} reached with {self.failed} failed items; dispatching stopped"
+        text = (f"max_failures={self.options.max_failures} reached with {self.failed} failed items; "
+                "dispatching stopped")
         if self.total is not None:
             text += f", {self.total - self.seen} items not run"
         else:
@@ -379,3 +388,22 @@ class Engine:
         if self.total is None:
             return None
         return self.total - self.seen
+
+
+def _check_picklable(obj: Any, what: str, exc: BaseException) -> None:
+    """Raise :class:`UsageError` if ``obj`` cannot be sent to other processes."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(obj)
+    except Exception as err:
+        raise UsageError(f"{what} cannot be sent to the worker processes: {type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else err!r}; make it picklable, "
+                         "or use backend='thread'") from exc
+
+
+def _length(items: Iterable[Any]) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -59,8 +59,12 @@ class Progress:
     def set_total(self, total: int) -> None:
         """The total became known (e.g. the input ran out)."""
 
-    def close(self) -> None:
-        """The run ended."""
+    def skip(self, skipped: int) -> None:
+        """``skipped`` items in all were left out (finished by an earlier attempt): not counted
+        as this run's work, so the total shrinks by them."""
+
+    def close(self, ok: bool = True) -> None:
+        """The run ended (``ok``: nothing failed)."""
 
 
 class BarProgress(Progress):
@@ -75,6 +79,9 @@ class BarProgress(Progress):
         else:
             from tqdm import tqdm
         self._failed = 0
+        self._total = total
+        self._skipped = 0
+        self._notebook = notebook
         self._bar = tqdm(total=total, desc=desc or "batchkit", unit="item", file=stream,
                          dynamic_ncols=True, smoothing=0.1)
 
@@ -85,11 +92,25 @@ class BarProgress(Progress):
         self._bar.update(done)
 
     def set_total(self, total: int) -> None:
-        self._bar.total = total
+        self._total = total
+        self._bar.total = max(0, total - self._skipped) if self._skipped else total
         self._bar.refresh()
 
-    def close(self) -> None:
+    def skip(self, skipped: int) -> None:
+        self._skipped = skipped
+        if self._total is not None:
+            self._bar.total = max(0, self._total - skipped)
+            self._bar.set_postfix(skipped=skipped, **({"failed": self._failed} if self._failed else {}),
+                                  refresh=False)
+
+    def close(self, ok: bool = True) -> None:
+        self._bar.refresh()  # the last chunks may have come faster than the bar's redraw interval
         self._bar.close()
+        if self._notebook and not ok and hasattr(self._bar, "disp"):
+            try:  # tqdm's widget turns green when the count is complete; failures are not success
+                self._bar.disp(bar_style="danger", check_delay=False)
+            except TypeError:  # older tqdm.notebook without check_delay
+                self._bar.disp(bar_style="danger")
 
 
 class LogProgress(Progress):
@@ -101,7 +122,9 @@ class LogProgress(Progress):
         self._stream = stream
         self._interval = interval
         self._start = self._last = time.monotonic()
-        self._done = self._failed = 0
+        self._done = self._failed = self._skipped = 0
+        self._written: tuple | None = None  # what the last line said, so close() never repeats it
+        self._first: tuple[float, int] | None = None  # (time, done) of the first line: the ETA's base
 
     def update(self, done: int, failed: int) -> None:
         self._done += done
@@ -114,22 +137,38 @@ class LogProgress(Progress):
     def set_total(self, total: int) -> None:
         self._total = total
 
-    def close(self) -> None:
+    def skip(self, skipped: int) -> None:
+        self._skipped = skipped
+
+    def close(self, ok: bool = True) -> None:
         if self._done and time.monotonic() - self._start >= self._interval:
             self._write(time.monotonic())
 
     def _write(self, now: float) -> None:
         from tqdm import tqdm
 
+        state = (self._done, self._failed, self._total, self._skipped)
+        if state == self._written:
+            return
+        self._written = state
         elapsed = now - self._start
         rate = self._done / elapsed if elapsed > 0 else 0.0
+        total = None if self._total is None else max(0, self._total - self._skipped)
         line = f"{self._desc}: {self._done}"
-        if self._total:
-            line += f"/{self._total} ({100 * self._done / self._total:.0f}%)"
-            eta = (self._total - self._done) / rate if rate > 0 else None
-        else:
-            eta = None
-        line += f", {self._failed} failed, {rate:.1f} items/s, elapsed {tqdm.format_interval(elapsed)}"
+        eta = None
+        if total:
+            line += f"/{total} ({100 * self._done / total:.0f}%)"
+            # The ETA is measured from the first line on: the start (workers starting, the first
+            # chunks sized) would make the first estimate wild, so the first line has none.
+            if self._first is not None and now > self._first[0] and self._done > self._first[1]:
+                recent = (self._done - self._first[1]) / (now - self._first[0])
+                eta = (total - self._done) / recent
+            elif self._first is None:
+                self._first = (now, self._done)
+        line += f", {self._failed} failed"
+        if self._skipped:
+            line += f", {self._skipped} skipped (finished earlier)"
+        line += f", {rate:.1f} items/s, elapsed {tqdm.format_interval(elapsed)}"
         if eta is not None:
             line += f", ETA {tqdm.format_interval(eta)}"
         try:

@@ -16,8 +16,9 @@ from typing import Iterable
 
 from ..errors import WorkerCrashed
 from ..outcome import ItemError
-from ..report import ChunkOutcomes
+from ..retry import Retry
 from .beacon import Beacon
+from .chunk import ChunkOutcomes
 from .worker import Task
 
 
@@ -33,6 +34,7 @@ class Slice:
     killed_at: int | None = None  # position at which we killed its worker, for a timeout
     task: Task | None = None
     check_values: bool = False  # re-run after its results could not be pickled
+    attempt: int = 1  # a single item re-run after a crash or timeout (Retry(on_crash/on_timeout))
 
 
 @dataclass
@@ -41,23 +43,30 @@ class Recovered:
 
     rerun: list[Slice] = field(default_factory=list)
     isolate: list[Slice] = field(default_factory=list)
-    failed: list[tuple[ChunkOutcomes, int, ItemError, float]] = field(default_factory=list)
+    failed: list[tuple[ChunkOutcomes, int, ItemError, float, int]] = field(default_factory=list)
     progressed: bool = False  # some item was found running: the restart was not barren
 
+    def fail(self, sl: Slice, at: int, error: ItemError, duration: float, retry: Retry | None) -> None:
+        """``error`` for the item at ``at``, or, when the policy retries its kind, a new attempt alone."""
+        if retry is not None and retry.retries_kind(error.kind, sl.attempt):
+            self.isolate.append(Slice(sl.chunk, at, at + 1, isolated=True, attempt=sl.attempt + 1))
+        else:
+            self.failed.append((sl.chunk, at, error, duration, sl.attempt))
 
-def recover(crashed: list[tuple[Slice, WorkerCrashed]], beacon: Beacon | None, timeout: float | None) -> Recovered:
+
+def recover(crashed: list[tuple[Slice, WorkerCrashed]], beacon: Beacon | None, timeout: float | None,
+            retry: Retry | None = None) -> Recovered:
     """Turn the slices whose worker died back into work and outcomes."""
     out = Recovered()
     if beacon is None:
-        # No beacon (Dask): the scheduler already re-ran the task on other workers and gave
-        # up. Tasks merely queued on a dying worker can be blamed too, so bisect: halves are
-        # re-run, a single item is re-run alone, and only one that kills a worker alone crashed.
+        # No beacon (Dask, a plain executor): the scheduler may already have re-run the task
+        # elsewhere. Tasks merely queued on a dying worker can be blamed too, so bisect: halves
+        # are re-run, a single item is re-run alone, and only one that kills a worker alone crashed.
         for sl, exc in crashed:
-            out.progressed = True
             if sl.isolated:
-                out.failed.append((sl.chunk, sl.lo, crash_error(exc), 0.0))
+                out.fail(sl, sl.lo, crash_error(exc), 0.0, retry)
             elif sl.hi - sl.lo == 1:
-                out.isolate.append(Slice(sl.chunk, sl.lo, sl.hi, isolated=True))
+                out.isolate.append(Slice(sl.chunk, sl.lo, sl.hi, isolated=True, attempt=sl.attempt))
             else:
                 mid = (sl.lo + sl.hi) // 2
                 out.rerun += [Slice(sl.chunk, sl.lo, mid), Slice(sl.chunk, mid, sl.hi)]
@@ -83,18 +92,18 @@ def recover(crashed: list[tuple[Slice, WorkerCrashed]], beacon: Beacon | None, t
         if sl.killed_at is not None:
             err = ItemError("TimeoutError", f"item did not finish within {timeout:g}s; "
                             "its worker process was killed", "", "timeout")
-            out.failed.append((sl.chunk, at, err, time.monotonic() - started))
+            out.fail(sl, at, err, time.monotonic() - started, retry)
         elif explained:
-            out.rerun.append(Slice(sl.chunk, at, at + 1))  # collateral of our own kill
+            out.rerun.append(Slice(sl.chunk, at, at + 1, attempt=sl.attempt))  # collateral of our own kill
         else:
             suspects.append((sl, at, exc))
     if len(suspects) == 1:
         # Only one item was running when the pool died: it is the one that killed it.
         sl, at, exc = suspects[0]
-        out.failed.append((sl.chunk, at, crash_error(exc), 0.0))
+        out.fail(sl, at, crash_error(exc), 0.0, retry)
     else:
         # Several were running: run each alone to learn which one kills its worker.
-        out.isolate += [Slice(sl.chunk, at, at + 1, isolated=True) for sl, at, _ in suspects]
+        out.isolate += [Slice(sl.chunk, at, at + 1, isolated=True, attempt=sl.attempt) for sl, at, _ in suspects]
     return out
 
 

@@ -9,7 +9,9 @@ pickling cost per item close to that of a plain ``Pool.map``.
 from __future__ import annotations
 
 import operator
+import os
 import pickle
+import socket
 import threading
 import time
 from array import array
@@ -19,9 +21,20 @@ from ..outcome import ItemError
 from ..retry import Retry
 from .beacon import WorkerBeacon
 
-# Exceptions an item may raise that must not stop the chunk. KeyboardInterrupt is not in the
-# list: Ctrl-C has to stop the worker. SystemExit is: `sys.exit()` in one item is its failure.
-CAPTURED = (Exception, SystemExit)
+# What an item may raise without stopping the chunk: everything but KeyboardInterrupt, which in
+# the serial backend (the caller's own thread) is how a stop reaches the run. `sys.exit()`,
+# GeneratorExit or a custom BaseException in one item is that item's failure.
+CAPTURED = BaseException
+UNCAPTURED = KeyboardInterrupt
+
+_HOST = socket.gethostname()
+
+
+def worker_id() -> str:
+    """Who runs this chunk, for the run's timeline: ``host:pid``, plus the thread when not the main one."""
+    thread = threading.current_thread()
+    who = f"{_HOST}:{os.getpid()}"
+    return who if thread is threading.main_thread() else f"{who}/{thread.name}"
 
 
 class Task:
@@ -31,7 +44,7 @@ class Task:
     arguments element by element looking for futures, which is slow for a big chunk.
     """
 
-    __slots__ = ("fn", "items", "retry", "timeout", "beacon", "stop", "check_values")
+    __slots__ = ("fn", "items", "retry", "timeout", "beacon", "stop", "check_values", "init")
 
     def __init__(
         self,
@@ -42,6 +55,7 @@ class Task:
         beacon: tuple[str, int] | None = None,
         stop: list | None = None,
         check_values: bool = False,
+        init: tuple[str, Callable[..., Any], tuple] | None = None,
     ) -> None:
         self.fn = fn
         self.items = items
@@ -54,21 +68,25 @@ class Task:
         # Set when this chunk's results failed to travel back: test-pickle each value so only
         # the item whose value cannot be pickled fails.
         self.check_values = check_values
+        # (run token, initializer, initargs): the per-worker set-up, run once per worker thread.
+        self.init = init
 
     def __getstate__(self) -> tuple:
-        return (self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values)
+        return (self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values, self.init)
 
     def __setstate__(self, state: tuple) -> None:
-        self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values = state
+        self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values, self.init = state
         self.stop = None
 
 
 class ChunkResult:
     """Outcomes of one chunk, compact: ``values[i]`` (``None`` where it failed), ``errors``
     (position -> :class:`ItemError`), ``attempts`` (position -> count, only where not 1),
-    ``durations`` (seconds per item) and ``elapsed`` (the chunk's time in the worker)."""
+    ``durations`` (seconds per item), ``elapsed`` (the chunk's time in the worker), and for the
+    run's timeline ``worker`` (:func:`worker_id`), ``started`` (wall clock) and ``events``
+    (``(position, "retry", time, message)`` for each retry)."""
 
-    __slots__ = ("values", "errors", "attempts", "durations", "elapsed")
+    __slots__ = ("values", "errors", "attempts", "durations", "elapsed", "worker", "started", "events")
 
     def __init__(
         self,
@@ -77,18 +95,26 @@ class ChunkResult:
         attempts: dict[int, int],
         durations: array,
         elapsed: float,
+        worker: str = "",
+        started: float = 0.0,
+        events: list | None = None,
     ) -> None:
         self.values = values
         self.errors = errors
         self.attempts = attempts
         self.durations = durations
         self.elapsed = elapsed
+        self.worker = worker
+        self.started = started
+        self.events = events if events is not None else []
 
     def __getstate__(self) -> tuple:
-        return (self.values, self.errors, self.attempts, self.durations, self.elapsed)
+        return (self.values, self.errors, self.attempts, self.durations, self.elapsed, self.worker,
+                self.started, self.events)
 
     def __setstate__(self, state: tuple) -> None:
-        self.values, self.errors, self.attempts, self.durations, self.elapsed = state
+        (self.values, self.errors, self.attempts, self.durations, self.elapsed, self.worker,
+         self.started, self.events) = state
 
 
 def _capture(exc: BaseException) -> ItemError:
@@ -99,9 +125,43 @@ def _capture(exc: BaseException) -> ItemError:
 
 def run_chunk(task: Task) -> ChunkResult:
     """Run ``task.fn`` on every item of ``task.items``; never raises for an item's error."""
+    if task.init is not None:
+        failed = _initialize(task.init)
+        if failed is not None:
+            return _all_failed(task, failed)
     if task.retry is None and task.timeout is None and not task.check_values:
         return _run_fast(task)
     return _run_general(task)
+
+
+# Which runs' initializers this thread has run: a worker process runs its tasks in one thread,
+# a thread pool in many, so per thread is "once per worker" on every backend.
+_local = threading.local()
+
+
+def _initialize(init: tuple[str, Callable[..., Any], tuple]) -> ItemError | None:
+    token, initializer, initargs = init
+    done = getattr(_local, "initialized", None)
+    if done is None:
+        done = _local.initialized = set()
+    if token in done:
+        return None
+    try:
+        initializer(*initargs)
+    except UNCAPTURED:
+        raise
+    except CAPTURED as exc:  # the chunk's items fail with it; the next chunk tries again
+        error = ItemError.from_exception(exc, step="initializer", skip=1)
+        return ItemError(error.type, f"the worker's initializer failed: {error.message}", error.traceback,
+                         "exception", "initializer")
+    done.add(token)
+    return None
+
+
+def _all_failed(task: Task, error: ItemError) -> ChunkResult:
+    n = len(task.items)
+    return ChunkResult([None] * n, dict.fromkeys(range(n), error), {}, array("d", bytes(8 * n)), 0.0,
+                       worker_id(), time.time())
 
 
 def _durations(start: float, stamps: array) -> array:
@@ -135,6 +195,7 @@ def _run_fast(task: Task) -> ChunkResult:
     clock = time.perf_counter
     beacon = WorkerBeacon(*task.beacon) if task.beacon else None
     position, slot = (beacon.positions, beacon.position_index) if beacon else (_NOWHERE, 0)
+    wall = time.time()
     start = clock()
     try:
         walk = enumerate(items)
@@ -145,6 +206,8 @@ def _run_fast(task: Task) -> ChunkResult:
                 break
             try:
                 append(fn(item))
+            except UNCAPTURED:
+                raise
             except CAPTURED as exc:
                 append(None)
                 errors[i] = _capture(exc)
@@ -159,6 +222,8 @@ def _run_fast(task: Task) -> ChunkResult:
                     break
                 try:
                     append(fn(item))
+                except UNCAPTURED:
+                    raise
                 except CAPTURED as exc:
                     append(None)
                     errors[i] = _capture(exc)
@@ -171,7 +236,7 @@ def _run_fast(task: Task) -> ChunkResult:
     rest = len(values) - len(stamps)
     if rest:
         durations.extend(array("d", [(end - stamps[-1]) / rest]) * rest)
-    return ChunkResult(values, errors, {}, durations, end - start)
+    return ChunkResult(values, errors, {}, durations, end - start, worker_id(), wall)
 
 
 def _run_general(task: Task) -> ChunkResult:
@@ -180,7 +245,9 @@ def _run_general(task: Task) -> ChunkResult:
     errors: dict[int, ItemError] = {}
     attempts: dict[int, int] = {}
     durations = array("d")
+    events: list = []
     clock = time.perf_counter
+    wall = time.time()
     start = clock()
     beacon = WorkerBeacon(*task.beacon) if task.beacon else None
     # Local processes are watched and killed by the parent (see engine); elsewhere a thread
@@ -201,16 +268,23 @@ def _run_general(task: Task) -> ChunkResult:
                     error = None
                 except _ItemTimedOut as exc:
                     value, error = None, ItemError("TimeoutError", str(exc), "", "timeout")
+                    if retry is not None and retry.retries_kind("timeout", attempt):
+                        events.append((i, "retry", time.time(), error.summary()))
+                        time.sleep(retry.delay(attempt))
+                        continue
+                except UNCAPTURED:
+                    raise
                 except CAPTURED as exc:
                     value, error = None, _capture(exc)
                     if retry is not None and retry.should_retry(exc, attempt):
+                        events.append((i, "retry", time.time(), error.summary()))
                         time.sleep(retry.delay(attempt))
                         continue
                 break
             durations.append(clock() - t0)
             if task.check_values and error is None:
-                try:
-                    pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                try:  # a round trip: some values pickle but cannot be loaded again
+                    pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
                 except Exception as exc:
                     value, error = None, ItemError(
                         type(exc).__name__,
@@ -225,7 +299,7 @@ def _run_general(task: Task) -> ChunkResult:
     finally:
         if beacon is not None:
             beacon.close()
-    return ChunkResult(values, errors, attempts, durations, clock() - start)
+    return ChunkResult(values, errors, attempts, durations, clock() - start, worker_id(), wall, events)
 
 
 class _ItemTimedOut(Exception):
@@ -238,7 +312,7 @@ def _call_with_deadline(fn: Callable[[Any], Any], item: Any, timeout: float) -> 
     def target() -> None:
         try:
             box.append((True, fn(item)))
-        except BaseException as exc:  # handed back to the calling thread below
+        except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread below
             box.append((False, exc))
 
     thread = threading.Thread(target=target, daemon=True, name="batchkit-item")
