@@ -13,7 +13,20 @@ from __future__ import annotations
 from typing import Any
 
 from .api import Outcomes, imap, run
-from .errors import BackendError, BatchFailed, BatchkitError, UsageError, WorkerCrashed
+from .errors import (
+    BackendError,
+    BatchFailed,
+    BatchkitError,
+    ExitCode,
+    Interrupted,
+    JournalError,
+    Locked,
+    OutputError,
+    UsageError,
+    WorkerCrashed,
+)
+from .interrupt import graceful
+from .options import RunOptions
 from .outcome import ItemError, Outcome
 from .report import Report
 from .retry import Retry
@@ -26,22 +39,32 @@ __all__ = [
     "BatchFailed",
     "BatchkitError",
     "DaskBackend",
+    "ExecutorBackend",
+    "ExitCode",
     "FileWalk",
+    "Interrupted",
     "ItemError",
+    "Job",
     "Journal",
+    "JournalError",
+    "Locked",
     "Outcome",
     "Outcomes",
+    "OutputError",
     "ProcessBackend",
     "Report",
     "Retry",
+    "RunOptions",
     "SerialBackend",
     "ThreadBackend",
     "UsageError",
     "WorkerCrashed",
     "__version__",
     "files",
+    "graceful",
     "imap",
     "job",
+    "load_job",
     "run",
 ]
 
@@ -51,8 +74,11 @@ _LAZY = {
     "ThreadBackend": ("batchkit.backends.thread", "ThreadBackend"),
     "ProcessBackend": ("batchkit.backends.process", "ProcessBackend"),
     "DaskBackend": ("batchkit.backends.dask", "DaskBackend"),
+    "ExecutorBackend": ("batchkit.backends.executor", "ExecutorBackend"),
     "Journal": ("batchkit.state.journal", "Journal"),
+    "Job": ("batchkit.jobs.job", "Job"),
     "job": ("batchkit.jobs.job", "job"),
+    "load_job": ("batchkit.jobs.find", "load_job"),
 }
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 # How one item failed. "exception": fn raised; "timeout": it ran past `timeout`;
 # "crash": the worker process running it died (segfault, SIGKILL, os._exit, OOM killer).
+# ("interrupted" exists only between a worker and the engine: an item stopped by the run's own
+# stop signal is never recorded; see batchkit.errors.ItemInterrupted.)
 KINDS = ("exception", "timeout", "crash")
 
 
@@ -38,7 +40,8 @@ class ItemError:
             if tb is not None and tb.tb_next is not None:
                 tb = tb.tb_next
         text = "".join(_tb.format_exception(type(exc), exc, tb))
-        return cls(type(exc).__name__, message, text, "exception", step)
+        kind = "interrupted" if type(exc).__name__ == "ItemInterrupted" else "exception"
+        return cls(type(exc).__name__, message, text, kind, step)
 
     def summary(self) -> str:
         """One line: ``Type: message`` (and the step, for multi-step jobs)."""

@@ -1,151 +1,85 @@
-"""The result of a run: :class:`Report`, built from compact per-chunk outcomes."""
+"""The result of a run: :class:`Report`, built from compact per-chunk outcomes.
+
+A resumed run's report covers every item of the run, in input order: this attempt's chunks and
+the outcomes earlier attempts recorded (rebuilt from the journal with their exact values).
+"""
 
 from __future__ import annotations
 
+import heapq
 import html
-from array import array
-from itertools import repeat
-from typing import Any, Iterator
+from typing import Any
 
-from .errors import BatchFailed
-from .outcome import ItemError, Outcome
-from .state.keys import key_list, text_key
+from .engine.chunk import ChunkOutcomes
+from .errors import BatchFailed, BatchkitError
+from .outcome import Outcome
 
-
-class ChunkOutcomes:
-    """The outcomes of one chunk, stored compactly (lists, not one object per item).
-
-    The engine fills it, possibly in pieces when a worker crash forced part of the chunk to be
-    re-run; ``remaining`` counts the items still without an outcome.
-    """
-
-    __slots__ = ("seq", "start", "indices", "items", "keys", "keyfn", "values", "errors", "attempts",
-                 "durations", "remaining")
-
-    def __init__(self, seq: int, start: int, items: list, indices: list[int] | None = None,
-                 keys: list | None = None, keyfn: Any = None) -> None:
-        n = len(items)
-        self.seq = seq
-        self.start = start
-        self.indices = indices  # None: the chunk covers input positions start .. start + n - 1
-        self.items = items
-        self.keys = keys
-        self.keyfn = keyfn  # keys are computed on demand when nothing needed them up front
-        # Filled by merge(); allocated here only when the chunk arrives in pieces.
-        self.values: list = []
-        self.errors: dict[int, ItemError] = {}
-        self.attempts: dict[int, int] = {}
-        self.durations = array("d")
-        self.remaining = n
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def index(self, pos: int) -> int:
-        """The input position of the item at ``pos`` in this chunk."""
-        return self.start + pos if self.indices is None else self.indices[pos]
-
-    def merge(self, lo: int, result: Any) -> None:
-        """Store a worker's :class:`~batchkit.worker.ChunkResult` for positions ``lo`` onwards."""
-        n = len(result.values)
-        if lo == 0 and n == len(self.items):
-            self.values = result.values
-            self.durations = result.durations
-        else:
-            self._allocate()
-            self.values[lo:lo + n] = result.values
-            self.durations[lo:lo + n] = result.durations
-        for pos, err in result.errors.items():
-            self.errors[lo + pos] = err
-        for pos, count in result.attempts.items():
-            self.attempts[lo + pos] = count
-        self.remaining -= n
-
-    def _allocate(self) -> None:
-        n = len(self.items)
-        if len(self.values) != n:
-            self.values = [None] * n
-            self.durations = array("d", bytes(8 * n))
-
-    def fail(self, pos: int, error: ItemError, duration: float = 0.0) -> None:
-        """Record ``error`` for the item at ``pos`` (a crash or a timeout seen by the engine)."""
-        self._allocate()
-        self.values[pos] = None
-        self.errors[pos] = error
-        self.durations[pos] = duration
-        self.remaining -= 1
-
-    def outcome(self, pos: int) -> Outcome:
-        """The :class:`Outcome` of the item at ``pos``."""
-        err = self.errors.get(pos)
-        return Outcome(self.index(pos), self.items[pos], err is None,
-                       self.values[pos] if err is None else None, err,
-                       self.attempts.get(pos, 1), self.durations[pos])
-
-    def outcomes(self) -> Iterator[Outcome]:
-        """Every outcome of this chunk, in input order."""
-        if self.errors or self.attempts or self.indices is not None:
-            return (self.outcome(pos) for pos in range(len(self.items)))
-        # The common case (every item succeeded on its first attempt), built in bulk.
-        return map(Outcome, range(self.start, self.start + len(self.items)), self.items,
-                   repeat(True, len(self.items)), self.values, repeat(None), repeat(1), self.durations)
-
-    def key(self, pos: int) -> Any:
-        """The item's key (``None`` when the run has no key function)."""
-        if self.keys is not None:
-            return self.keys[pos]
-        return text_key(self.keyfn(self.items[pos])) if self.keyfn is not None else None
-
-    def key_list(self) -> list:
-        """Every item's key, computed once."""
-        if self.keys is None:
-            keyfn = self.keyfn
-            self.keys = key_list(keyfn, self.items) if keyfn is not None else [None] * len(self.items)
-        return self.keys
+__all__ = ["ChunkOutcomes", "Report"]
 
 
 class Report:
     """What :func:`batchkit.run` returns: every outcome, the counts and the timing.
 
-    ``outcomes`` is in input order; ``failures`` only the failed ones. ``skipped`` counts items
-    finished in an earlier run and skipped on resume. ``halted`` says why dispatching stopped
-    early (``max_failures``), with ``not_run`` items never started (``None`` when the input's
-    length is unknown). ``input_errors`` lists ``(path, message)`` for directories that
-    :func:`batchkit.files` could not read.
+    ``outcomes`` is in input order; ``failures`` only the failed ones. ``succeeded`` and
+    ``failed`` count every item of the run; ``skipped`` says how many of them an earlier attempt
+    of a resumed run finished (their outcomes are included, rebuilt from the journal).
+    ``halted`` says why dispatching stopped early (``max_failures``), with ``not_run`` items never
+    started (``None`` when the input's length is unknown). ``input_errors`` lists
+    ``(path, message)`` for directories that :func:`batchkit.files` could not read.
     """
 
     def __init__(self, chunks: list[ChunkOutcomes], *, elapsed: float, skipped: int = 0,
                  halted: str | None = None, not_run: int | None = 0,
                  input_errors: list[tuple[str, str]] | None = None, desc: str | None = None,
-                 run_id: Any = None) -> None:
+                 run_id: Any = None, earlier: list[Outcome] | None = None,
+                 counts: tuple[int, int] | None = None) -> None:
         self._chunks = sorted(chunks, key=lambda c: c.seq)
+        self._earlier = sorted(earlier or [], key=lambda o: o.index)
         self._outcomes: list[Outcome] | None = None
         self.elapsed = elapsed
-        self.skipped = skipped
+        self.skipped = len(self._earlier) if earlier is not None else skipped
         self.halted = halted
         self.not_run = not_run
         self.input_errors = list(input_errors or [])
         self.desc = desc
         self.run_id = run_id
-        self.failed = sum(len(c.errors) for c in self._chunks)
-        self.succeeded = sum(len(c) for c in self._chunks) - self.failed
+        earlier_failed = sum(not o.ok for o in self._earlier)
+        self.failed = sum(len(c.errors) for c in self._chunks) + earlier_failed
+        self.succeeded = sum(len(c) for c in self._chunks) + len(self._earlier) - self.failed
+        self._ran = sum(len(c) for c in self._chunks)
+        # counts given: the chunks are only those with failures (imap kept no other outcomes)
+        self._complete = counts is None
+        if counts is not None:
+            self.succeeded, self.failed = counts
+            self._ran = sum(counts)
 
     @property
     def total(self) -> int:
-        """Items run in this run (``succeeded + failed``; ``skipped`` not included)."""
+        """Items of the run with an outcome (``succeeded + failed``), earlier attempts included."""
         return self.succeeded + self.failed
 
     @property
     def outcomes(self) -> list[Outcome]:
-        """Every :class:`Outcome` of this run, in input order (built on first use)."""
+        """Every :class:`Outcome` of the run, in input order (built on first use)."""
+        if not self._complete:
+            raise BatchkitError("this report (from bk.imap) has counts and failures only: the outcomes "
+                                "were streamed to you")
         if self._outcomes is None:
-            self._outcomes = [o for c in self._chunks for o in c.outcomes()]
+            mine = [o for c in self._chunks for o in c.outcomes()]
+            if self._earlier:
+                if self._chunks and any(c.indices is not None for c in self._chunks):
+                    mine.sort(key=lambda o: o.index)
+                mine = list(heapq.merge(mine, self._earlier, key=lambda o: o.index))
+            self._outcomes = mine
         return self._outcomes
 
     @property
     def failures(self) -> list[Outcome]:
         """The failed outcomes, in input order."""
-        return [c.outcome(pos) for c in self._chunks for pos in sorted(c.errors)]
+        mine = [c.outcome(pos) for c in self._chunks for pos in sorted(c.errors)]
+        if self._earlier:
+            mine = sorted(mine + [o for o in self._earlier if not o.ok], key=lambda o: o.index)
+        return mine
 
     @property
     def ok(self) -> bool:
@@ -154,14 +88,27 @@ class Report:
 
     @property
     def throughput(self) -> float:
-        """Items per second over the whole run."""
-        return self.total / self.elapsed if self.elapsed > 0 else 0.0
+        """Items run per second by this attempt."""
+        return self._ran / self.elapsed if self.elapsed > 0 else 0.0
 
     def values(self) -> list:
         """The values in input order; raises :class:`~batchkit.BatchFailed` if any item failed."""
         self.raise_on_failure()
+        if not self._complete:
+            raise BatchkitError("this report (from bk.imap) has counts and failures only: the values "
+                                "were streamed to you")
+        if self._earlier:
+            from .state.journal import MISSING
+
+            values = [o.value for o in self.outcomes]
+            if any(v is MISSING for v in values):
+                raise BatchkitError("some values of items finished by an earlier attempt were not stored; "
+                                    "run again without resume to compute them")
+            return values
         if len(self._chunks) == 1:
             return list(self._chunks[0].values)
+        if any(c.indices is not None for c in self._chunks):
+            return [o.value for o in self.outcomes]
         return [v for c in self._chunks for v in c.values]
 
     def raise_on_failure(self) -> Report:
@@ -196,7 +143,7 @@ class Report:
     def summary(self) -> str:
         """One line: counts, time and rate."""
         text = (f"{self.succeeded} succeeded, {self.failed} failed"
-                + (f", {self.skipped} skipped" if self.skipped else "")
+                + (f" ({self.skipped} finished by an earlier attempt)" if self.skipped else "")
                 + f" in {self.elapsed:.2f}s ({self.throughput:,.1f} items/s)")
         if self.halted:
             text += f"; halted: {self.halted}"
@@ -214,7 +161,8 @@ class Report:
 
     def _repr_html_(self) -> str:
         esc = html.escape
-        rows = [("succeeded", self.succeeded), ("failed", self.failed), ("skipped", self.skipped),
+        rows = [("succeeded", self.succeeded), ("failed", self.failed),
+                ("skipped (finished earlier)", self.skipped),
                 ("elapsed", f"{self.elapsed:.2f} s"), ("throughput", f"{self.throughput:,.1f} items/s")]
         if self.halted:
             rows.append(("halted", self.halted))

@@ -157,4 +157,4 @@ def test_sigterm_stops_running_commands_and_resume_finishes(tmp_path):
                              capture_output=True, text=True, timeout=90)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout.splitlines()[-1])
-    assert (summary["skipped"], summary["succeeded"], summary["total"]) == (4, 2, 6)
+    assert (summary["skipped"], summary["ran"], summary["succeeded"], summary["total"]) == (4, 2, 6, 6)

@@ -120,8 +120,9 @@ def test_sigterm_mid_run_exits_143_then_resume_finishes_with_exit_0(tmp_path, en
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert summary["resumed"] and summary["run_id"] == row["id"]
+    # The summary covers the whole run; "skipped" says how much an earlier attempt had finished.
     assert summary["total"] == 300 and summary["skipped"] == len(first)
-    assert summary["succeeded"] == 300 - len(first) and summary["failed"] == 0
+    assert summary["succeeded"] == 300 and summary["failed"] == 0 and summary["ran"] == 300 - len(first)
     # Every item recorded exactly once, in the same run row; finished items were not re-run.
     keys = [k for k, _ in recorded(tmp_path)]
     assert sorted(keys) == [f"item{i:04d}" for i in range(300)]
@@ -157,7 +158,8 @@ def test_kill_9_of_the_process_group_then_resume_records_every_item_exactly_once
     again = run([*args, "--resume", "--json"], env, tmp_path)
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
-    assert summary["skipped"] == len(before) and summary["succeeded"] == 300 - len(before)
+    assert summary["skipped"] == len(before) and summary["ran"] == 300 - len(before)
+    assert summary["succeeded"] == 300 and summary["total"] == 300
     rows = recorded(tmp_path)
     assert len(rows) == 300 and sorted(k for k, _ in rows) == [f"item{i:04d}" for i in range(300)]
     assert all(ok == 1 for _, ok in rows)
@@ -205,7 +207,8 @@ def test_retry_failed_reruns_only_the_items_that_failed(tmp_path, env, job, item
     second = run([*args, "--retry-failed"], env, tmp_path)
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
-    assert (summary["succeeded"], summary["failed"], summary["skipped"], summary["total"]) == (2, 0, 298, 300)
+    assert (summary["succeeded"], summary["failed"], summary["skipped"], summary["total"]) == (300, 0, 298, 300)
+    assert summary["ran"] == 2
     assert sorted(log.read_text().split()) == ["item0003", "item0150"]
     assert all(ok == 1 for _, ok in recorded(tmp_path)) and len(recorded(tmp_path)) == 300
 
@@ -269,7 +272,7 @@ def test_interrupted_checksum_resumes_into_a_complete_manifest(tmp_path, env):
     assert check.returncode == 0, check.stdout
 
 
-def test_a_failed_finishing_step_is_journaled_as_failed_not_succeeded(tmp_path, env):
+def test_a_failed_finishing_step_is_journaled_as_an_error_and_can_be_resumed(tmp_path, env):
     data = tmp_path / "data"
     data.mkdir()
     for i in range(5):
@@ -280,6 +283,19 @@ def test_a_failed_finishing_step_is_journaled_as_failed_not_succeeded(tmp_path, 
     assert result.returncode == 3 and "Traceback" not in result.stderr
     (last,) = runs(tmp_path)
     assert result.stderr.count("\n") == 1 and "cannot write --manifest" in result.stderr
-    assert last["state"] == "failed" and "cannot write --manifest" in (last["message"] or "")
+    assert last["state"] == "error" and "cannot write --manifest" in (last["message"] or "")
     assert (last["succeeded"], last["failed"]) == (5, 0)  # every item is recorded all the same
     assert len(recorded(tmp_path)) == 5
+    # Once the manifest can be written, --resume runs only the finishing step, with every item.
+    good = tmp_path / "sums.sha256"
+    again = run(["run", "checksum", str(data), "--manifest", str(nowhere), "--backend", "serial", "--resume",
+                 "--json"], env, tmp_path)
+    assert again.returncode == 3  # still unwritable: still resumable
+    (tmp_path / "a-file").unlink()
+    (tmp_path / "a-file").mkdir()
+    done = run(["run", "checksum", str(data), "--manifest", str(nowhere), "--backend", "serial", "--resume",
+                "--json"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["ran"] == 0 and summary["skipped"] == 5 and summary["succeeded"] == 5
+    assert len(nowhere.read_text().splitlines()) == 5 and not good.exists()

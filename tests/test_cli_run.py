@@ -234,7 +234,7 @@ BAD_JOB_FILES = {
     (["run", "shout", "--input", "{numbers}", "--files", "{tmp}"], "--input or --files, not both"),
     (["run", "shout", "--input", "{numbers}", "--resume", "--no-journal"], "need the journal"),
     (["run", "checksum", "{tmp}", "--json"], "--json would mix with it"),
-    (["run", "shout", "--input", "{numbers}", "--retry-on", "OSError"], "--retry-on needs --retries"),
+    (["run", "shout", "--input", "{numbers}", "--retry-on", "OSError"], "--retry-on and --retry-if need --retries"),
     (["run", "shout", "--input", "{numbers}", "--timeout", "soon"], "cannot read 'soon' as a duration"),
     (["run", "shout", "--input", "{numbers}", "--scheduler", "tcp://127.0.0.1:1", "--backend", "thread"],
      "cannot go with --backend thread"),

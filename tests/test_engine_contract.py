@@ -213,8 +213,22 @@ def test_value_that_cannot_be_sent_back_fails_only_its_item(backend, workers):
         assert [o.value for o in report.outcomes if o.ok] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
 
 
-def test_unpicklable_items_are_a_clear_usage_error():
+def test_an_unpicklable_item_fails_alone_with_a_clear_message(backend, workers):
     import threading
 
-    with pytest.raises(bk.UsageError, match="picklable"):
-        bk.run(str, [threading.Lock()], backend="process", workers=2, progress=False)
+    items = [1, 2, threading.Lock(), 4, 5]
+    report = bk.run(str, items, backend=backend, workers=workers, chunk_size=5, progress=False)
+    if backend in ("serial", "thread"):
+        assert report.ok  # nothing travels between processes
+        return
+    (bad,) = report.failures
+    assert bad.index == 2 and "cannot be sent to the worker processes" in bad.error.message
+    assert [o.value for o in report.outcomes if o.ok] == ["1", "2", "4", "5"]
+
+
+def test_an_unpicklable_function_is_a_clear_usage_error():
+    import threading
+
+    lock = threading.Lock()
+    with pytest.raises(bk.UsageError, match="the function cannot be sent to the worker processes"):
+        bk.run(lambda x: (lock, x), [1, 2], backend="process", workers=2, progress=False)

@@ -34,8 +34,8 @@ def double(n):
 
 @pytest.fixture
 def two_runs():
-    first = bk.run(double, range(6), backend="serial", journal=True, progress=False, desc="double")
-    second = bk.run(parity, range(8), backend="serial", journal=True, progress=False, desc="parity")
+    first = bk.run(double, range(6), backend="serial", journal=True, progress=False, name="double")
+    second = bk.run(parity, range(8), backend="serial", journal=True, progress=False, name="parity")
     return first, second
 
 
@@ -92,7 +92,7 @@ SLOW = textwrap.dedent("""
             raise RuntimeError("five")
         return n
 
-    bk.run(slow, range(100000), backend="serial", chunk_size=5, journal=True, progress=False, desc="slow")
+    bk.run(slow, range(100000), backend="serial", chunk_size=5, journal=True, progress=False, name="slow")
 """)
 
 

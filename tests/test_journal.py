@@ -21,7 +21,7 @@ from conftest import python_env
 
 def test_run_records_every_item_once_with_errors(tmp_path):
     db = tmp_path / "j.db"
-    report = bk.run(lambda x: 10 // x, [5, 0, 2], backend="thread", journal=db, progress=False, desc="div")
+    report = bk.run(lambda x: 10 // x, [5, 0, 2], backend="thread", journal=db, progress=False, name="div")
     assert report.run_id is not None
     with Journal(db) as j:
         run = j.run(report.run_id)
@@ -45,17 +45,19 @@ def test_resume_skips_finished_items_and_counts_them(tmp_path):
         return x
 
     with pytest.raises(KeyboardInterrupt):
-        bk.run(fn, range(12), backend="serial", chunk_size=3, journal=db, progress=False, desc="job")
+        bk.run(fn, range(12), backend="serial", chunk_size=3, journal=db, progress=False, name="job")
     with Journal(db) as j:
         (first,) = j.runs()
     assert first["state"] == "interrupted"
     seen.clear()
     seen.extend([None] * 20)  # let item 6 pass now
     report = bk.run(fn, range(12), backend="serial", chunk_size=3, journal=db, resume=True,
-                    progress=False, desc="job")
+                    progress=False, name="job")
     assert report.skipped == 6  # chunks [0-2] and [3-5] were recorded before the interrupt
-    assert report.succeeded == 6 and report.run_id == first["id"]
-    assert sorted(o.item for o in report.outcomes) == list(range(6, 12))
+    assert sorted(x for x in seen if x is not None) == list(range(6, 12))  # only the rest ran
+    # The report is the whole run's: every item, in input order, with its exact value.
+    assert report.succeeded == 12 and report.run_id == first["id"]
+    assert [o.item for o in report.outcomes] == list(range(12)) and report.values() == list(range(12))
     with Journal(db) as j:
         items = j.items(first["id"])
         assert j.run(first["id"])["state"] == "succeeded"
@@ -64,8 +66,8 @@ def test_resume_skips_finished_items_and_counts_them(tmp_path):
 
 def test_resume_after_a_finished_run_starts_a_new_run(tmp_path):
     db = tmp_path / "j.db"
-    first = bk.run(str, range(5), backend="serial", journal=db, progress=False, desc="x")
-    second = bk.run(str, range(5), backend="serial", journal=db, resume=True, progress=False, desc="x")
+    first = bk.run(str, range(5), backend="serial", journal=db, progress=False, name="x")
+    second = bk.run(str, range(5), backend="serial", journal=db, resume=True, progress=False, name="x")
     assert second.run_id != first.run_id and second.skipped == 0 and second.succeeded == 5
 
 
@@ -73,18 +75,22 @@ def test_retry_failed_reruns_only_failures(tmp_path):
     db = tmp_path / "j.db"
     marker = tmp_path / "fixed"
 
+    ran = []
+
     def fn(x):
+        ran.append(x)
         if x % 4 == 0 and not marker.exists():
             raise OSError("not yet")
-        return x
+        return x * 10
 
-    first = bk.run(fn, range(12), backend="thread", journal=db, progress=False, desc="r")
+    first = bk.run(fn, range(12), backend="thread", journal=db, progress=False, name="r")
     assert first.failed == 3
     marker.touch()
-    second = bk.run(fn, range(12), backend="thread", journal=db, resume="failed", progress=False, desc="r")
+    ran.clear()
+    second = bk.run(fn, range(12), backend="thread", journal=db, resume="failed", progress=False, name="r")
     assert second.run_id == first.run_id
-    assert sorted(o.item for o in second.outcomes) == [0, 4, 8] and second.ok
-    assert second.skipped == 9
+    assert sorted(ran) == [0, 4, 8] and second.ok
+    assert second.skipped == 9 and second.values() == [x * 10 for x in range(12)]
     with Journal(db) as j:
         run = j.run(first.run_id)
     assert (run["state"], run["succeeded"], run["failed"]) == ("succeeded", 12, 0)
@@ -105,12 +111,14 @@ def test_keys_are_stable_and_independent_of_order(tmp_path):
         return x
 
     with pytest.raises(KeyboardInterrupt):
-        bk.run(fn, [1, 2, 3, 4], backend="serial", chunk_size=1, journal=db, progress=False, desc="k",
+        bk.run(fn, [1, 2, 3, 4], backend="serial", chunk_size=1, journal=db, progress=False, name="k",
                key=lambda x: f"item-{x}")
     # Resume with the input in another order: finished items are still recognised by key.
-    report = bk.run(lambda x: x, [4, 3, 2, 1], backend="serial", chunk_size=1, journal=db, resume=True,
-                    progress=False, desc="k", key=lambda x: f"item-{x}")
-    assert report.skipped == 2 and sorted(o.item for o in report.outcomes) == [3, 4]
+    ran = []
+    report = bk.run(lambda x: ran.append(x) or x, [4, 3, 2, 1], backend="serial", chunk_size=1, journal=db,
+                    resume=True, progress=False, name="k", key=lambda x: f"item-{x}")
+    assert report.skipped == 2 and sorted(ran) == [3, 4]
+    assert report.values() == [4, 3, 2, 1]  # in this input's order, earlier values included
 
 
 def test_unusable_journal_is_a_backend_error_with_a_hint(tmp_path):
@@ -131,7 +139,7 @@ KILL_SCRIPT = textwrap.dedent("""
         return x
 
     bk.run(work, range(400), backend="process", workers=2, chunk_size=5, progress=False,
-           journal=sys.argv[1], resume=True, desc="killme")
+           journal=sys.argv[1], resume=True, name="killme")
 """)
 
 
@@ -194,10 +202,10 @@ def test_resume_of_a_file_walk_only_continues_the_same_tree(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         bk.run(stop_at_second, bk.files(tmp_path / "a"), backend="serial", chunk_size=1, journal=db,
-               progress=False, desc="walk")
+               progress=False, name="walk")
     other = bk.run(str, bk.files(tmp_path / "b"), backend="serial", journal=db, resume=True, progress=False,
-                   desc="walk")
+                   name="walk")
     assert other.skipped == 0 and other.succeeded == 3  # another tree: a new run, nothing skipped
     same = bk.run(str, bk.files(tmp_path / "a"), backend="serial", journal=db, resume=True, progress=False,
-                  desc="walk")
-    assert same.skipped == 1 and same.succeeded == 2
+                  name="walk")
+    assert same.skipped == 1 and same.succeeded == 3  # one from the first attempt, two now

@@ -28,7 +28,7 @@ class ExecCommand(OneLineCommand):
 
 def _exec(ctx: click.Context, /, command: str, keep_output: str | None, **kwargs: Any) -> None:
     from ..jobs.shell import ShellCommand, terminate_running
-    from .runner import execute
+    from .runner import item_source, run_job
 
     ops_kwargs = {k: kwargs.pop(k) for k in OPS_KWARGS}
     timeout = kwargs.pop("timeout")  # for the command, not the engine: a thread cannot be killed
@@ -36,11 +36,13 @@ def _exec(ctx: click.Context, /, command: str, keep_output: str | None, **kwargs
     def go() -> int:
         shell = ShellCommand(command, timeout=timeout, keep_output=keep_output)
         job = Job(shell, name="exec", backend="thread", writes_stdout=keep_output is None)
+        job.teardown(lambda: terminate_running())  # commands a stopped run leaves running do not outlive it
+        bound = job.bind()
+        items, source_args = item_source(bound, kwargs)
         args = {"command": command, "timeout": timeout,
-                "keep_output": os.path.abspath(keep_output) if keep_output else None}
-        return execute(job.bind(), kwargs, ops_kwargs, ctx.meta.get("batchkit.argv", ["exec", command]),
-                       default_backend="thread", extra_args=args, json_after_data=True,
-                       on_interrupt=terminate_running)
+                "keep_output": os.path.abspath(keep_output) if keep_output else None, **source_args}
+        return run_job(bound, kwargs, ops_kwargs, ctx.meta.get("batchkit.argv", ["exec", command]),
+                       default_backend="thread", items=items, source_args=args, json_after_data=True)
 
     ctx.exit(guarded(go))
 

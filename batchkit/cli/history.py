@@ -32,7 +32,7 @@ def _open() -> Any:
     if not default_path().exists():
         return None
     try:
-        return Journal(default_path())
+        return Journal(default_path(), readonly=True)
     except BatchkitError as exc:
         _fail(str(exc), 3)
 

@@ -136,6 +136,8 @@ def engine_params(default_backend: str | None = None, item_options: bool = True)
           help="First retry delay; doubles each retry, with jitter."),
         o(["--retry-on"], metavar="NAME[,NAME]",
           help="Only retry these exception types (and their subclasses), e.g. TimeoutError,OSError."),
+        o(["--retry-if"], metavar="REGEX",
+          help="Only retry errors whose 'Type: message' matches REGEX, e.g. '503|timed out'."),
         o(["--timeout"], type=Seconds(), help="Fail an item still running after this long (process backend: kill it)."),
         o(["--resume"], is_flag=True, help="Continue the latest unfinished run of this job and arguments."),
         o(["--retry-failed"], is_flag=True, help="Re-run only the items that failed in the latest run."),

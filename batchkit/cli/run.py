@@ -78,13 +78,13 @@ def job_command(job: Job, spec: str) -> click.Command:
 
 
 def _run_job(job: Job, params: list[Param], ctx: click.Context, /, **kwargs: Any) -> None:
-    from .runner import execute
+    from .runner import run_job
 
     job_values = {p.name: _from_cli(p, kwargs.pop(p.name)) for p in params}
     ops_kwargs = {k: kwargs.pop(k) for k in OPS_KWARGS}
     argv = ctx.meta.get("batchkit.argv") or ["run", ctx.info_name or job.name]
     generic = bool(kwargs.get("input_file") or kwargs.get("files_root"))
-    code = guarded(lambda: execute(_bind(job, job_values, generic), kwargs, ops_kwargs, argv))
+    code = guarded(lambda: run_job(_bind(job, job_values, generic), kwargs, ops_kwargs, argv))
     ctx.exit(code)
 
 

@@ -74,6 +74,17 @@ def _entry_points() -> list[Any]:
         return list(entry_points().get(ENTRY_POINT_GROUP, []))  # type: ignore[attr-defined]
 
 
+def load_job(spec: str | os.PathLike) -> Job:
+    """The job ``spec`` names, found as ``batchkit run`` finds it: a path to a job file
+    (``jobs/x.py``, ``jobs/x.py:NAME``), a name (in ``./jobs``, ``$BATCHKIT_JOBS_PATH``, the
+    ready-made jobs, the ``batchkit.jobs`` entry points) or ``module:attr``.
+
+    >>> checksum = bk.load_job("checksum")
+    >>> checksum.run(root="/data", manifest="/tmp/data.sha256", journal=True, resume=True)
+    """
+    return find_job(os.fspath(spec))
+
+
 def find_job(spec: str) -> Job:
     """The :class:`~batchkit.jobs.Job` that ``spec`` names; :class:`UsageError` if none does."""
     path, attr = _split_path_spec(spec)

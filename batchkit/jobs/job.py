@@ -20,7 +20,6 @@ help from an ``Args:`` section of the docstring). A job may also declare::
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import os
@@ -32,13 +31,16 @@ from .params import Param, first_line, param_help, python_type, signature_of, wi
 
 # Keyword arguments of bk.run: Job.run passes these to the engine, never to the job.
 ENGINE_KWARGS = ("backend", "workers", "chunk_size", "ordered", "retry", "timeout", "progress",
-                 "journal", "resume", "key", "max_failures", "desc")
+                 "journal", "resume", "key", "max_failures", "desc", "name", "initializer", "initargs")
+# What Job.run takes for the run's lifecycle: the lock, --output, and the operations.
+LIFECYCLE_KWARGS = ("lock", "wait_lock", "output", "retry_failed", "log_file", "log_format", "notify",
+                    "notify_on", "ping", "metrics_file")
+OPS_KWARGS = ("log_file", "log_format", "notify", "notify_on", "ping", "metrics_file")
 # Names the command line uses for its own options; a job option may not take one of them.
-RESERVED = frozenset(ENGINE_KWARGS) | {
-    "input", "files", "include", "exclude", "output", "json", "quiet", "scheduler", "retries",
-    "retry_backoff", "retry_on", "retry_failed", "no_journal", "wait_lock", "show_failures",
-    "unordered", "log_file", "log_format", "notify", "notify_on", "ping", "metrics_file", "help",
-    "keep_output",
+RESERVED = frozenset(ENGINE_KWARGS) | frozenset(LIFECYCLE_KWARGS) | {
+    "input", "files", "include", "exclude", "json", "quiet", "scheduler", "retries",
+    "retry_backoff", "retry_on", "retry_if", "no_journal", "show_failures",
+    "unordered", "help", "keep_output", "watch", "settle", "poll", "queue", "follow",
 }
 
 
@@ -203,26 +205,22 @@ class Job:
     def run(self, items: Iterable[Any] | None = None, /, **kwargs: Any) -> Any:
         """Run the job over ``items`` (or its own source) and return a :class:`~batchkit.Report`.
 
-        Keyword arguments named like :func:`batchkit.run`'s (``backend``, ``workers``,
-        ``retry``, ``journal``, ...) go to the engine; the others are the job's options.
+        The same run lifecycle as ``batchkit run``: keyword arguments named like
+        :func:`batchkit.run`'s (``backend``, ``workers``, ``retry``, ``journal``, ``resume``,
+        ...) go to the engine; ``lock=True`` (and ``wait_lock``), ``output``, ``retry_failed``
+        and the operations (``log_file``, ``ping``, ``notify``, ``metrics_file``, ...) to the
+        lifecycle; the others are the job's options. A resumed run's finishing step and report
+        see every item, earlier attempts included, with exact values.
         """
-        from ..api import run as engine_run
+        from ..api import raise_for
+        from .lifecycle import Run
 
         engine = {k: kwargs.pop(k) for k in ENGINE_KWARGS if k in kwargs}
+        life = {k: kwargs.pop(k) for k in LIFECYCLE_KWARGS if k in kwargs}
         bound = self.bind(**kwargs)
-        engine.setdefault("backend", self.backend or "process")
-        engine.setdefault("desc", self.name)
-        if self.key is not None:
-            engine.setdefault("key", self.key)
-        engine["retry"] = step_aware(engine.get("retry", self.retry))
-        source = bound.items(items)
-        bound.setup()
-        try:
-            report = engine_run(bound.fn, source, **engine)
-            bound.finish(report.outcomes, report)
-        finally:
-            bound.teardown()
-        return report
+        result = Run(bound.plan(items, keep_outcomes=True, **life, **engine)).execute()
+        raise_for(result)
+        return result.report
 
 
 class BoundJob:
@@ -284,7 +282,8 @@ class BoundJob:
         self._call(self.job._teardown)
 
     def finish(self, outcomes: list, report: Any = None) -> Any:
-        """Run the job's finishing step with every outcome, if it has one."""
+        """Run the job's finishing step with every outcome, if it has one; return what it returns
+        (a line of text is shown in the run's summary, e.g. where a manifest was written)."""
         fn = self.job._finish
         if fn is None:
             return None
@@ -292,6 +291,40 @@ class BoundJob:
         if "report" in inspect.signature(fn).parameters:
             kw["report"] = report
         return fn(outcomes, **kw)
+
+    def plan(self, items: Iterable[Any] | None = None, *, keep_outcomes: bool = True,
+             source_args: dict | None = None, lock: bool = False, wait_lock: float = 0.0,
+             output: str | None = None, retry_failed: bool = False, command: list[str] | None = None,
+             redirect_stdout: bool = False, sinks: list | None = None, operations: Any = None,
+             **options: Any) -> Any:
+        """The :class:`~batchkit.jobs.lifecycle.RunPlan` of a run of this job (used by
+        :meth:`Job.run` and the command line alike): the job's defaults (backend, key, retry,
+        name) under the given options, its items, and its identity for the journal."""
+        from ..api import identity_args
+        from ..options import RunOptions
+        from .lifecycle import RunPlan
+
+        job = self.job
+        ops_kwargs = {k: options.pop(k) for k in OPS_KWARGS if k in options}
+        options.setdefault("backend", job.backend or "process")
+        options.setdefault("name", job.name)
+        options.setdefault("desc", job.name)
+        if job.key is not None:
+            options.setdefault("key", job.key)
+        if "retry" not in options:  # given, even as None or 0, it overrides the job's own policy
+            options["retry"] = job.retry
+        opts = RunOptions.build(**options)
+        source = self.items(items)
+        args = {**self.args, **(identity_args(source) if items is not None and source_args is None else {}),
+                **(source_args or {})}
+        if operations is None and any(v is not None for v in ops_kwargs.values()):
+            from ..ops.operations import Operations
+
+            operations = Operations(job.name, **{k: v for k, v in ops_kwargs.items() if v is not None})
+        return RunPlan(self.fn, source, opts, name=opts.name or job.name, args=args, job=self, lock=lock,
+                       wait_lock=wait_lock, retry_failed=retry_failed, output=output, operations=operations,
+                       sinks=list(sinks or []), keep_outcomes=keep_outcomes, command=command,
+                       redirect_stdout=redirect_stdout)
 
     def writes_stdout(self) -> bool:
         """Whether the job writes its data to stdout with these options (the CLI then keeps
@@ -334,36 +367,6 @@ class ConvertItems:
     def __call__(self, item: Any) -> Any:
         kind = self.kind
         return self.fn(item if isinstance(item, kind) else kind(item))
-
-
-class MatchError:
-    """A retry predicate: does an error match ``on`` (exception types, a predicate, or type
-    *names* such as ``"TimeoutError"``, matching subclasses too)?
-
-    It looks through :class:`StepFailed` to the failed step's own error. A top-level class so
-    it pickles to workers.
-    """
-
-    def __init__(self, on: Any) -> None:
-        self.on = on
-
-    def __call__(self, exc: BaseException) -> bool:
-        if isinstance(exc, StepFailed) and exc.__cause__ is not None:
-            exc = exc.__cause__
-        on = self.on
-        if isinstance(on, (type, tuple)):
-            on = on if isinstance(on, tuple) else (on,)
-            names = {c.__name__ for c in type(exc).__mro__}
-            return any(o in names if isinstance(o, str) else isinstance(exc, o) for o in on)
-        return bool(on(exc))
-
-
-def step_aware(retry: Retry | int | None) -> Retry | None:
-    """``retry`` with its ``on`` matching the failed step's error rather than the wrapper."""
-    retry = coerce_retry(retry)
-    if retry is None or isinstance(retry.on, MatchError):
-        return retry
-    return dataclasses.replace(retry, on=MatchError(retry.on))
 
 
 def job(fn: Callable[..., Any] | None = None, *, name: str | None = None, help: str | None = None,

@@ -25,10 +25,14 @@ from urllib.parse import quote
 TAIL = 2000  # characters of a failed command's stderr kept in its error message
 PLACEHOLDERS = ("{}", "{name}", "{stem}", "{parent}")
 
-# Commands running in this process, so an interrupted run can stop them (they run in their own
-# process group, which a terminal's Ctrl-C does not reach).
+# Commands running in this process, so a stopped run can stop them after its grace period.
+# They run in batchkit's own process group: a terminal's Ctrl-C, a service manager's stop and
+# `kill -9 -- -PGID` reach them with batchkit, so none outlives it.
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
+# Exit statuses of a command stopped by a stop signal (killed by it, or a shell reporting 128+n).
+_STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+_STOPPED = {-s for s in _STOP_SIGNALS} | {128 + s for s in _STOP_SIGNALS}
 
 
 class CommandFailed(Exception):
@@ -102,7 +106,7 @@ class ShellCommand:
     def __call__(self, item: Any) -> int:
         command = render(self.template, item)
         proc = subprocess.Popen([self.shell, "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+                                stderr=subprocess.PIPE)
         with _running_lock:
             _running.add(proc)
         try:
@@ -117,6 +121,11 @@ class ShellCommand:
                 _running.discard(proc)
         self._keep(item, out, err)
         code = proc.returncode
+        if code in _STOPPED:
+            from ..errors import ItemInterrupted
+
+            what = signal.Signals(-code).name if code < 0 else f"exit code {code}"
+            raise ItemInterrupted(f"stopped ({what}){_tail(err)}")
         if code != 0:
             if code < 0:
                 try:
@@ -172,25 +181,64 @@ def _write(stream: Any, data: bytes) -> None:
         stream.flush()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _tree(proc: subprocess.Popen) -> list[int]:
+    import psutil
+
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        root = psutil.Process(proc.pid)
+        return [root.pid, *(c.pid for c in root.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+def _pipe_holders(proc: subprocess.Popen) -> list[int]:
+    """Processes that still hold the command's output pipes: its descendants, including those
+    orphaned when the shell exited first (``cmd &``). Linux only (/proc); elsewhere, none."""
+    inodes = set()
+    for stream in (proc.stdout, proc.stderr):
+        try:
+            inodes.add(f"pipe:[{os.fstat(stream.fileno()).st_ino}]")
+        except (AttributeError, OSError, ValueError):
+            pass
+    if not inodes or not os.path.isdir("/proc/self/fd"):
+        return []
+    me, holders = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") in inodes:
+                    holders.append(int(entry))
+                    break
+            except OSError:
+                continue
+    return holders
+
+
+def _kill_group(proc: subprocess.Popen, sig: int = getattr(signal, "SIGKILL", signal.SIGTERM)) -> None:
+    """Signal the command and every process it started: its process tree, and whatever still
+    holds its output (a background job the shell left behind)."""
+    for pid in dict.fromkeys(_tree(proc) + _pipe_holders(proc)):
+        try:
+            os.kill(pid, sig)
+        except OSError:  # gone already, or not ours
+            pass
 
 
 def terminate_running(grace: float = 2.0) -> int:
-    """Stop every command still running in this process (SIGTERM to its group, then SIGKILL).
+    """Stop every command still running in this process (SIGTERM to its tree, then SIGKILL).
 
-    Called when a run is interrupted; returns how many were running.
+    Called when a run is stopped; returns how many were running.
     """
     with _running_lock:
         procs = list(_running)
     for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+        _kill_group(proc, signal.SIGTERM)
     for proc in procs:
         try:
             proc.wait(timeout=grace)

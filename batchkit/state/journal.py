@@ -1,14 +1,20 @@
 """The journal: runs and their finished items in one SQLite file, so a run can be resumed.
 
-One row per run (job, arguments with secrets removed, times, state, counts) and one item row per
-finished item (key, ok, a short value summary or the error, attempts, duration), read through the
-``items`` view. Items are written one transaction per chunk, so a crash loses at most the chunks
-in flight; a chunk's item rows are stored packed in one row of ``chunks`` (see
-:mod:`batchkit.rowpack`), which is what keeps the journal's cost per item low. WAL mode lets
-``batchkit status`` read while a run writes.
+One row per run (job, arguments with secrets removed, settings, times, state, counts) and one
+item row per finished item (key, ok, a short redacted value summary, attempts, duration), read
+through the ``items`` view; the errors of failed items are in ``failures``. Items are written
+one transaction per chunk, so a crash loses at most the chunks in flight; a chunk's item rows
+are stored packed in one row of ``chunks`` (see :mod:`batchkit.state.rowpack`), which keeps the
+journal's cost per item low. A chunk row also records which worker ran it and when (the run's
+timeline), the exact values when the run needs them after a resume (a finishing step, a
+``Report``), and how far ``--output`` had been written. WAL mode lets ``batchkit status`` read
+while a run writes.
 
 A resumed run continues the *same* run row: the items it already has are skipped, the others
 run, so every item of a run ends up recorded exactly once.
+
+Every failure to use the file is a :class:`~batchkit.errors.JournalError` with a one-line
+reason (locked by another process, disk full, read-only, another schema), never a hang.
 """
 
 from __future__ import annotations
@@ -16,19 +22,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import socket
 import sqlite3
 import threading
 import time
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from ..errors import BackendError
+from ..errors import JournalError
+from ..outcome import ItemError
 from ..secrets import redact
 from .keys import item_key
 from .rowpack import VIEW, pack, row_keys, unpack
-from .runrecord import RunRecord, from_db_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,10 +55,13 @@ CREATE TABLE IF NOT EXISTS runs (
     skipped     INTEGER NOT NULL DEFAULT 0,
     elapsed     REAL NOT NULL DEFAULT 0,
     resumes     INTEGER NOT NULL DEFAULT 0,
-    message     TEXT
+    message     TEXT,
+    settings    TEXT,
+    exit_code   INTEGER,
+    command     TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, id);
--- The item rows of each finished chunk, packed as one JSON array (batchkit/rowpack.py);
+-- The item rows of each finished chunk, packed as one JSON array (batchkit/state/rowpack.py);
 -- the items view below shows them one row per item.
 CREATE TABLE IF NOT EXISTS chunks (
     id          INTEGER PRIMARY KEY,
@@ -60,7 +70,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     n           INTEGER NOT NULL,
     failed      INTEGER NOT NULL,
     finished    REAL NOT NULL,
-    rows        TEXT NOT NULL
+    rows        TEXT NOT NULL,
+    spans       TEXT,
+    attempt     INTEGER,
+    data        BLOB,
+    lost        TEXT,
+    output_end  INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_by_run ON chunks (run_id);
 -- The error of each failed item, a row each (failures are few).
@@ -74,15 +89,41 @@ CREATE TABLE IF NOT EXISTS failures (
     step        TEXT,
     PRIMARY KEY (run_id, key)
 ) WITHOUT ROWID;
+-- Retries, crashes and timeouts with their times, for the run's timeline (they are few).
+CREATE TABLE IF NOT EXISTS events (
+    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    time        REAL NOT NULL,
+    kind        TEXT NOT NULL,
+    key         TEXT,
+    worker      TEXT,
+    detail      TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id);
 """
 
-# Bumped whenever the tables change shape; a journal of another version is refused clearly.
-SCHEMA_VERSION = 3
+# Bumped whenever the tables change shape. Version 3 journals are upgraded in place (the new
+# columns and tables are additions); older or newer ones are refused clearly.
+SCHEMA_VERSION = 4
+_UPGRADES = {
+    3: """
+ALTER TABLE runs ADD COLUMN settings TEXT;
+ALTER TABLE runs ADD COLUMN exit_code INTEGER;
+ALTER TABLE runs ADD COLUMN command TEXT;
+ALTER TABLE chunks ADD COLUMN spans TEXT;
+ALTER TABLE chunks ADD COLUMN attempt INTEGER;
+ALTER TABLE chunks ADD COLUMN data BLOB;
+ALTER TABLE chunks ADD COLUMN lost TEXT;
+ALTER TABLE chunks ADD COLUMN output_end INTEGER;
+""",
+}
 
-__all__ = ["Journal", "RunRecord", "default_home", "default_path", "fingerprint", "item_key"]
+# How long a write waits for another process's transaction before the journal counts as unusable.
+BUSY_TIMEOUT = 30.0
 
-# Run states. "running" with a dead pid is a crashed run: resumable like "interrupted".
-UNFINISHED = ("running", "interrupted")
+__all__ = ["Journal", "default_home", "default_path", "fingerprint", "item_key"]
+
+# Run states. "running" with a dead pid reads as "crashed"; these can all be resumed.
+RESUMABLE = ("running", "interrupted", "error", "halted")
 
 
 def default_home() -> Path:
@@ -106,7 +147,8 @@ def fingerprint(job: str, args: dict[str, Any]) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def _pid_alive(pid: int | None, host: str | None) -> bool:
+def pid_alive(pid: int | None, host: str | None) -> bool:
+    """Whether the process ``pid`` on ``host`` (this host only) is alive."""
     if not pid or (host and host != socket.gethostname()):
         return False
     import psutil  # only when a run says it is running: most commands never ask
@@ -114,48 +156,95 @@ def _pid_alive(pid: int | None, host: str | None) -> bool:
     return psutil.pid_exists(pid)
 
 
-class Journal:
-    """An open journal file. Use :meth:`begin` for a run; read with :meth:`runs` and :meth:`items`."""
+def describe_sqlite_error(exc: BaseException) -> str:
+    """A one-line reason for a SQLite failure, in words a user can act on."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return (f"another process keeps the database locked ({text}) for more than "
+                f"{BUSY_TIMEOUT:g}s")
+    if "disk is full" in low or "disk full" in low or getattr(exc, "errno", None) == 28:
+        return "the disk is full"
+    if "readonly" in low or "read-only" in low or "permission" in low:
+        return f"it is read-only ({text})"
+    return text
 
-    def __init__(self, path: str | os.PathLike | None = None) -> None:
+
+class Journal:
+    """An open journal file. Use :meth:`begin` for a run; read with :meth:`runs` and :meth:`items`.
+
+    ``readonly=True`` opens it for reading only (``history``, ``show``, ``status``), which also
+    works where the home directory cannot be written.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, readonly: bool = False) -> None:
         self.path = Path(path) if path is not None else default_path()
+        self.readonly = readonly
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                      check_same_thread=False)
-            # Bigger pages: a chunk's packed item rows (about 100 bytes an item) span fewer
-            # overflow pages. Only takes effect when the file is created.
-            self.db.execute("PRAGMA page_size=16384")
-            # With WAL, NORMAL loses no committed transaction when a process dies.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # Checkpoint every ~4 MB (counted in pages), so it happens in the run's writer thread
-            # as it goes rather than all at once when the journal closes.
-            self.db.execute("PRAGMA wal_autocheckpoint=256")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            if not self._check_version():  # a new journal: its tables, in one transaction
-                self.db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}{VIEW}"
-                                      f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            self.db = self._connect()
         except (sqlite3.Error, OSError) as exc:
-            raise BackendError(f"journal {self.path} is unusable: {exc}; "
-                               "set BATCHKIT_HOME to a writable directory or use --no-journal") from exc
+            hint = ("" if readonly else "; set BATCHKIT_HOME to a writable directory or use --no-journal")
+            raise JournalError(f"journal {self.path} is unusable: {describe_sqlite_error(exc)}{hint}") from exc
         self.db.row_factory = sqlite3.Row
         # One connection, used by the run's writer thread and by readers: one user at a time.
         self.lock = threading.RLock()
 
-    def _check_version(self) -> bool:
-        """Whether the journal has its tables; raises if they are another version's."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        has_tables = self.db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='runs'").fetchone()[0]
-        if has_tables and version != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"it was written by another version of batchkit (schema {version}, this one reads "
-                f"{SCHEMA_VERSION}); move it aside to start a new history")
-        return bool(has_tables)
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            uri = self.path.absolute().as_uri()
+            try:
+                db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError:
+                # A read-only directory: WAL readers cannot create the shared-memory file.
+                db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
+                                     check_same_thread=False)
+            self._check_version(db, upgrade=False)
+            return db
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not self.path.exists()
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        if fresh:
+            try:  # the journal holds keys and values of the user's data: the user's own file
+                os.chmod(self.path, 0o600)
+            except OSError:
+                pass
+        # Bigger pages: a chunk's packed item rows (about 100 bytes an item) span fewer
+        # overflow pages. Only takes effect when the file is created.
+        db.execute("PRAGMA page_size=16384")
+        # With WAL, NORMAL loses no committed transaction when a process dies.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA journal_mode=WAL")
+        # Checkpoint every ~4 MB (counted in pages), so it happens in the run's writer thread
+        # as it goes rather than all at once when the journal closes.
+        db.execute("PRAGMA wal_autocheckpoint=256")
+        db.execute("PRAGMA foreign_keys=ON")
+        if not self._check_version(db, upgrade=True):  # a new journal: its tables, in one transaction
+            db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}{VIEW}PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        return db
+
+    @staticmethod
+    def _check_version(db: sqlite3.Connection, upgrade: bool) -> bool:
+        """Whether the journal has its tables (upgrading an older one); raises for another version."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='runs'").fetchone()[0]
+        if not has_tables or version == SCHEMA_VERSION:
+            return bool(has_tables)
+        if version in _UPGRADES and upgrade:
+            db.executescript(f"BEGIN IMMEDIATE; {_UPGRADES[version]}{SCHEMA}"
+                             f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            return True
+        if version in _UPGRADES:
+            return True  # read-only: the columns it lacks read as NULL below
+        raise sqlite3.DatabaseError(
+            f"it was written by another version of batchkit (schema {version}, this one reads "
+            f"{SCHEMA_VERSION}); move it aside to start a new history")
 
     def close(self) -> None:
         """Close the database connection."""
-        self.db.close()
+        with self.lock:
+            self.db.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -166,79 +255,97 @@ class Journal:
     # -- writing a run -----------------------------------------------------------------------
 
     def begin(self, job: str, args: dict[str, Any] | None = None, *, resume: bool = False,
-              retry_failed: bool = False, total: int | None = None) -> RunRecord:
+              retry_failed: bool = False, total: int | None = None, needs_values: bool = False,
+              settings: dict[str, Any] | None = None, command: str | None = None) -> Any:
         """Start a run of ``job`` (or continue the latest unfinished one with ``resume``, or
-        re-run the failures of the latest one with ``retry_failed``)."""
+        re-run the failures of the latest one with ``retry_failed``); return its
+        :class:`~batchkit.state.runrecord.RunRecord`.
+
+        ``needs_values``: the run will want every item's exact value afterwards (a finishing
+        step, a ``Report``): values are stored, and on resume items whose value could not be
+        stored are run again.
+        """
+        from .runrecord import RunRecord
+
         args = redact(args or {})
         fp = fingerprint(job, args)
         now = time.time()
-        row = None
-        if resume or retry_failed:
-            row = self._latest(fp, unfinished_only=not retry_failed)
-        with self._transaction():
+        with self.transaction("begin a run"):
+            row = self._latest(fp, unfinished_only=not retry_failed) if (resume or retry_failed) else None
             if row is not None:
                 self.db.execute(
-                    "UPDATE runs SET state='running', pid=?, host=?, updated=?, ended=NULL, "
+                    "UPDATE runs SET state='running', pid=?, host=?, updated=?, ended=NULL, exit_code=NULL, "
                     "resumes=resumes+1, message=NULL, total=COALESCE(?, total) WHERE id=?",
                     (os.getpid(), socket.gethostname(), now, total, row["id"]))
                 run_id = row["id"]
-                if retry_failed:
-                    self._forget_failures(run_id)
+                forgotten = self._forget(run_id, failed=retry_failed, lost=needs_values)
             else:
                 cur = self.db.execute(
-                    "INSERT INTO runs (job, args, fingerprint, state, pid, host, started, updated, total) "
-                    "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+                    "INSERT INTO runs (job, args, fingerprint, state, pid, host, started, updated, total, "
+                    "settings, command) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
                     (job, json.dumps(args, sort_keys=True, default=str), fp, os.getpid(),
-                     socket.gethostname(), now, now, total))
-                run_id = cur.lastrowid
-        if row is None:
-            done: set[str] = set()
-        else:
-            done = set(chain.from_iterable(
+                     socket.gethostname(), now, now, total,
+                     json.dumps(redact(settings or {}), sort_keys=True, default=str), redact(command)))
+                run_id, forgotten = cur.lastrowid, []
+            done = set() if row is None else set(chain.from_iterable(
                 row_keys(text) for (text,) in self.db.execute("SELECT rows FROM chunks WHERE run_id=?", (run_id,))))
-        return RunRecord(self, run_id, job, done, resumed=row is not None)
+        output_end = self.output_end(run_id) if row is not None else 0
+        return RunRecord(self, run_id, job, done, resumed=row is not None, needs_values=needs_values,
+                         output_end=output_end, forgotten=forgotten)
 
-    def _forget_failures(self, run_id: int) -> None:
-        # --retry-failed: the failed items are dropped from the run, to be run and recorded
-        # again. Should the retry stop early, they are simply not done yet: --resume runs them.
-        # Part of begin()'s transaction.
-        for chunk_id, first_idx, text in self.db.execute(
-                "SELECT id, first_idx, rows FROM chunks WHERE run_id=? AND failed > 0", (run_id,)).fetchall():
-            kept = [r for r in unpack(text, first_idx) if r[2] is not None]
-            if kept:
-                keys, indices, values, attempts, durations = zip(*kept)
-                self.db.execute("UPDATE chunks SET rows=?, n=?, failed=0, first_idx=NULL WHERE id=?",
-                                (pack(keys, values, durations, indices,
-                                      {pos: a for pos, a in enumerate(attempts) if a != 1}),
-                                 len(kept), chunk_id))
-            else:
+    def _forget(self, run_id: int, failed: bool, lost: bool) -> list[str]:
+        """Drop from the run the rows of failed items (``--retry-failed``) and of items whose value
+        could not be stored (a resume that needs values): they run and are recorded again. Part of
+        begin()'s transaction. Returns the keys dropped."""
+        if not failed and not lost:
+            return []
+        dropped: list[str] = []
+        for chunk_id, first_idx, text, lost_text in self.db.execute(
+                "SELECT id, first_idx, rows, lost FROM chunks WHERE run_id=? AND (failed > 0 OR lost IS NOT NULL)",
+                (run_id,)).fetchall():
+            gone = set(json.loads(lost_text)) if lost and lost_text else set()
+            rows = list(unpack(text, first_idx))
+            keep = [pos for pos, r in enumerate(rows) if not ((failed and r[2] is None) or pos in gone)]
+            if len(keep) == len(rows):
+                continue
+            dropped += [rows[pos][0] for pos in range(len(rows)) if pos not in set(keep)]
+            if not keep:
                 self.db.execute("DELETE FROM chunks WHERE id=?", (chunk_id,))
-        self.db.execute("DELETE FROM failures WHERE run_id=?", (run_id,))
+                continue
+            kept = [rows[p] for p in keep]
+            keys, indices, values, attempts, durations = zip(*kept)
+            n_failed = sum(v is None for v in values)
+            data = self.db.execute("SELECT data FROM chunks WHERE id=?", (chunk_id,)).fetchone()[0]
+            if data is not None:
+                old = pickle.loads(data)
+                data = pickle.dumps([old[p] for p in keep], protocol=pickle.HIGHEST_PROTOCOL)
+            self.db.execute("UPDATE chunks SET rows=?, n=?, failed=?, first_idx=NULL, data=?, lost=NULL WHERE id=?",
+                            (pack(keys, values, durations, indices,
+                                  {pos: a for pos, a in enumerate(attempts) if a != 1}),
+                             len(kept), n_failed, data, chunk_id))
+        if failed:
+            self.db.execute("DELETE FROM failures WHERE run_id=?", (run_id,))
+        return dropped
 
     def _latest(self, fp: str, unfinished_only: bool) -> sqlite3.Row | None:
         for row in self.db.execute("SELECT * FROM runs WHERE fingerprint=? ORDER BY id DESC", (fp,)):
-            if unfinished_only and row["state"] not in UNFINISHED:
+            if unfinished_only and row["state"] not in RESUMABLE:
                 return None  # the latest run finished: nothing to resume
-            if row["state"] == "running" and _pid_alive(row["pid"], row["host"]) and row["pid"] != os.getpid():
+            if row["state"] == "running" and pid_alive(row["pid"], row["host"]) and row["pid"] != os.getpid():
                 continue  # still running elsewhere: the lock normally prevents this
             return row
         return None
 
-    def _transaction(self) -> Any:
-        db, lock = self.db, self.lock
+    def transaction(self, what: str = "write") -> Any:
+        """``with journal.transaction():`` one ``BEGIN IMMEDIATE`` transaction, committed on
+        success, rolled back on error; every SQLite failure becomes a :class:`JournalError`."""
+        return _Transaction(self, what)
 
-        class _Tx:
-            def __enter__(self) -> None:
-                lock.acquire()
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type: Any, *rest: Any) -> None:
-                try:
-                    db.execute("ROLLBACK" if exc_type else "COMMIT")
-                finally:
-                    lock.release()
-
-        return _Tx()
+    def output_end(self, run_id: int) -> int | None:
+        """How far ``--output`` had been written when the run's last recorded chunk was."""
+        with self.lock:
+            row = self.db.execute("SELECT MAX(output_end) FROM chunks WHERE run_id=?", (run_id,)).fetchone()
+        return row[0] if row else None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -269,7 +376,8 @@ class Journal:
     def _run_dict(self, row: sqlite3.Row) -> dict:
         d = dict(row)
         d["args"] = json.loads(d["args"] or "{}")
-        if d["state"] == "running" and not _pid_alive(d["pid"], d["host"]):
+        d["settings"] = json.loads(d.get("settings") or "{}")
+        if d["state"] == "running" and not pid_alive(d["pid"], d["host"]):
             d["state"] = "crashed"
         return d
 
@@ -287,6 +395,18 @@ class Journal:
         """The recorded items of a run (only the failed ones with ``failed_only``), each a dict
         with the item's columns and, for failures, ``error_type``, ``error_kind``, ``message``,
         ``traceback`` and ``step``."""
+        rows = []
+        for row in self.iter_items(run_id, failed_only):
+            row.pop("exact", None)
+            rows.append(row)
+        rows.sort(key=lambda r: (r["idx"] if r["idx"] is not None else -1, r["key"]))
+        return rows
+
+    def iter_items(self, run_id: int, failed_only: bool = False, exact: bool = False) -> Iterator[dict]:
+        """Like :meth:`items`, unsorted, one chunk at a time; with ``exact``, each row's
+        ``exact`` holds the stored value (:data:`MISSING` when it was not stored)."""
+        from .runrecord import from_db_key
+
         # Read in Python rather than through the view: json.loads gives back every key exactly,
         # even one that SQLite's JSON functions cannot (a file name that is not valid UTF-8).
         with self.lock:
@@ -294,20 +414,110 @@ class Journal:
                 "SELECT key, error_type, error_kind, message, traceback, step FROM failures WHERE run_id=?",
                 (run_id,))}
             chunks = self.db.execute(
-                "SELECT first_idx, finished, rows FROM chunks WHERE run_id=?"
-                + (" AND failed > 0" if failed_only else ""),
-                (run_id,)).fetchall()
-        rows = []
+                f"SELECT first_idx, finished, rows, {'data, lost' if exact else 'NULL, NULL'} FROM chunks "
+                "WHERE run_id=?" + (" AND failed > 0" if failed_only else ""), (run_id,)).fetchall()
         none = (None,) * 5
-        for first_idx, finished, text in chunks:
-            for key, idx, value, attempts, duration in unpack(text, first_idx):
+        for first_idx, finished, text, data, lost_text in chunks:
+            values = pickle.loads(data) if data is not None else None
+            lost = set(json.loads(lost_text)) if lost_text else set()
+            for pos, (key, idx, value, attempts, duration) in enumerate(unpack(text, first_idx)):
                 ok = value is not None
                 if failed_only and ok:
                     continue
                 error_type, error_kind, message, traceback, step = none if ok else errors.get(key, none)
-                rows.append({"run_id": run_id, "key": key, "idx": idx, "ok": int(ok), "value": value,
-                             "attempts": attempts, "duration": duration, "finished": finished,
-                             "error_type": error_type, "error_kind": error_kind, "message": message,
-                             "traceback": traceback, "step": step})
-        rows.sort(key=lambda r: (r["idx"] if r["idx"] is not None else -1, r["key"]))
-        return rows
+                row = {"run_id": run_id, "key": key, "idx": idx, "ok": int(ok), "value": value,
+                       "attempts": attempts, "duration": duration, "finished": finished,
+                       "error_type": error_type, "error_kind": error_kind, "message": message,
+                       "traceback": traceback, "step": step}
+                if exact:
+                    row["exact"] = (values[pos] if values is not None and ok and pos not in lost else MISSING)
+                yield row
+
+    def earlier(self, run_id: int, keys: set[str] | None = None) -> dict[str, tuple]:
+        """What earlier attempts recorded, by key: ``(ok, exact value or MISSING, ItemError or None,
+        attempts, duration)`` — how a resumed run rebuilds the outcomes it skipped."""
+        out = {}
+        for row in self.iter_items(run_id, exact=True):
+            if keys is not None and row["key"] not in keys:
+                continue
+            error = None if row["ok"] else ItemError(
+                row["error_type"] or "Error", row["message"] or "", row["traceback"] or "",
+                row["error_kind"] or "exception", row["step"])
+            out[row["key"]] = (bool(row["ok"]), row["exact"] if row["ok"] else None, error,
+                               row["attempts"], row["duration"] or 0.0)
+        return out
+
+    def timeline(self, run_id: int) -> dict[str, Any]:
+        """What the run's pictures need: ``chunks`` (first_idx, n, failed, finished, spans,
+        attempt) and ``events`` (time, kind, key, worker, detail), in time order."""
+        with self.lock:
+            chunks = [dict(r) for r in self.db.execute(
+                "SELECT first_idx, n, failed, finished, spans, attempt FROM chunks WHERE run_id=? ORDER BY id",
+                (run_id,))]
+            events = [dict(r) for r in self.db.execute(
+                "SELECT time, kind, key, worker, detail FROM events WHERE run_id=? ORDER BY time", (run_id,))]
+        for c in chunks:
+            c["spans"] = json.loads(c["spans"]) if c["spans"] else []
+        return {"chunks": chunks, "events": events}
+
+
+class _Missing:
+    """A value an earlier attempt could not store (see :meth:`Journal.earlier`)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
+
+
+class _Transaction:
+    def __init__(self, journal: Journal, what: str) -> None:
+        self.journal = journal
+        self.what = what
+
+    def __enter__(self) -> sqlite3.Connection:
+        lock = self.journal.lock
+        lock.acquire()
+        try:
+            self.journal.db.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            lock.release()  # never keep the lock for a transaction that did not start
+            if isinstance(exc, sqlite3.Error):
+                raise _journal_error(self.journal, self.what, exc) from exc
+            raise
+        return self.journal.db
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        db, lock = self.journal.db, self.journal.lock
+        try:
+            if exc_type is None:
+                try:
+                    db.execute("COMMIT")
+                except sqlite3.Error as err:
+                    _rollback(db)
+                    raise _journal_error(self.journal, self.what, err) from err
+            else:
+                _rollback(db)
+                if isinstance(exc, sqlite3.Error):
+                    raise _journal_error(self.journal, self.what, exc) from exc
+        finally:
+            lock.release()
+        return False
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # SQLite may have rolled back by itself (disk full): "cannot rollback - no transaction is active".
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
+def _journal_error(journal: Journal, what: str, exc: BaseException) -> JournalError:
+    return JournalError(f"journal {journal.path}: could not {what}: {describe_sqlite_error(exc)}; "
+                        "the run stopped and can be resumed with --resume once the journal is usable")

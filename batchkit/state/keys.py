@@ -1,9 +1,20 @@
-"""Item keys: an item's identity in the journal, stable across runs and independent of its
-position in the input (the path for files, the string itself up to 4096 characters, else a digest)."""
+"""Item keys: an item's identity in the journal, stable across runs and processes and independent
+of its position in the input (the path for files, the string itself up to 4096 characters, else a
+digest of its pickle with sets in a canonical order).
+
+Two more rules make resume exact:
+
+- Duplicates: the second occurrence of a key in one input is a different item (a line repeated
+  in ``--input`` is run twice), so it is keyed ``KEY\\x00#2`` (:class:`Occurrences`).
+- Secrets: a key that contains a secret (a URL with a password, an environment secret) is stored
+  as its redacted text plus a digest of the exact key (:func:`stored_key`), so nothing secret is
+  written and two different keys still never collide.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 from typing import Any, Callable, Sequence
@@ -11,20 +22,40 @@ from typing import Any, Callable, Sequence
 # Strings up to this long are their own key: PATH_MAX, so that any path given as a string (as
 # bk.files(as_str=True) yields them) is keyed by itself, readable in the journal.
 TEXT_KEY_MAX = 4096
+DUPLICATE = "\x00#"
 
 
 def item_key(item: Any) -> str:
-    """A stable key for ``item``: the path for files, the text for strings up to 4096
-    characters, else a digest of the item's pickle. Independent of the item's position."""
+    """A stable key for ``item``: its own ``key`` for file versions from a watch, the path for
+    files, the text for strings up to 4096 characters, else a digest of the item's canonical
+    pickle. Independent of the item's position, the process and ``PYTHONHASHSEED``."""
+    own = getattr(item, "__batchkit_key__", None)
+    if own is not None:
+        return own() if callable(own) else str(own)
     if isinstance(item, os.PathLike):
         return os.fspath(item)  # type: ignore[return-value]
     if isinstance(item, str) and len(item) <= TEXT_KEY_MAX:
         return item
+    return "b2:" + hashlib.blake2b(canonical_pickle(item), digest_size=16).hexdigest()
+
+
+class _Canonical(pickle.Pickler):
+    # Sets and frozensets iterate in hash order, which for strings changes with every process's
+    # hash seed: pickle them as sorted lists (sorted by each element's own canonical pickle).
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) in (set, frozenset):
+            return (type(obj), (sorted(obj, key=canonical_pickle),))
+        return NotImplemented
+
+
+def canonical_pickle(item: Any) -> bytes:
+    """The item's pickle with sets in a stable order (its ``repr`` if it cannot be pickled)."""
+    buf = io.BytesIO()
     try:
-        data = pickle.dumps(item, protocol=4)
+        _Canonical(buf, protocol=4).dump(item)
     except Exception:
-        data = repr(item).encode()
-    return "b2:" + hashlib.blake2b(data, digest_size=16).hexdigest()
+        return repr(item).encode("utf-8", "surrogateescape")
+    return buf.getvalue()
 
 
 def text_key(key: Any) -> str:
@@ -41,3 +72,51 @@ def key_list(keyfn: Callable[[Any], Any], items: Sequence[Any]) -> list[str]:
     if set(map(type, keys)) - {str}:
         keys = list(map(text_key, keys))
     return keys
+
+
+class Occurrences:
+    """Numbers repeated keys within one run's input: the n-th ``k`` (n >= 2) becomes ``k\\x00#n``.
+
+    Keeps every key seen (a set), which is what makes duplicates detectable; a run with a
+    journal keeps its keys in memory anyway when it resumes.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._counts: dict[str, int] = {}
+
+    def number(self, keys: list[str]) -> list[str]:
+        """``keys`` (in input order) with repeats numbered; the common case is C-level set work."""
+        seen = self._seen
+        if len(set(keys)) == len(keys) and seen.isdisjoint(keys):
+            seen.update(keys)
+            return keys
+        out = []
+        for k in keys:
+            if k in seen:
+                n = self._counts.get(k, 1) + 1
+                self._counts[k] = n
+                out.append(f"{k}{DUPLICATE}{n}")
+            else:
+                seen.add(k)
+                out.append(k)
+        return out
+
+
+def stored_key(key: str) -> str:
+    """How ``key`` is written: itself, or, if it holds a secret, its redacted text and a digest."""
+    from ..secrets import contains_secret, redact_text
+
+    if not contains_secret(key):
+        return key
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
+    return f"{redact_text(key)} #{digest}"
+
+
+def stored_keys(keys: list[str]) -> list[str]:
+    """:func:`stored_key` of each key, with one C-speed scan when none holds a secret."""
+    from ..secrets import contains_secret
+
+    if not keys or not contains_secret("\n".join(keys)):
+        return keys
+    return [stored_key(k) for k in keys]

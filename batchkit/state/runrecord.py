@@ -1,20 +1,29 @@
-"""Writing one run into the journal: :class:`RunRecord`, one transaction per finished chunk."""
+"""Writing one run into the journal: :class:`RunRecord`, one transaction per finished chunk.
+
+What is written, and what is not (the README's promise): item keys exactly, except a key that
+holds a secret, which is written redacted with a digest of the exact key (resume still matches
+it); value summaries (``repr``, 200 characters) and error messages and tracebacks redacted and
+capped; exact values (pickled) only for runs that need them after a resume — and never a value
+whose pickle contains a secret: that item simply runs again on resume.
+"""
 
 from __future__ import annotations
 
+import json
+import pickle
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..errors import BackendError
-from ..report import ChunkOutcomes
-from ..secrets import redact
+from ..errors import JournalError
+from ..secrets import contains_secret, redact
+from .keys import stored_key, stored_keys
 from .rowpack import pack, summaries
 
 if TYPE_CHECKING:
+    from ..engine.chunk import ChunkOutcomes
     from .journal import Journal
-
 
 
 class RunRecord:
@@ -28,21 +37,30 @@ class RunRecord:
 
     QUEUED = 1
 
-    def __init__(self, journal: Journal, run_id: int, job: str, done: set[str], resumed: bool) -> None:
+    def __init__(self, journal: Journal, run_id: int, job: str, done: set[str], resumed: bool,
+                 needs_values: bool = False, output_end: int | None = 0, forgotten: list[str] | None = None) -> None:
         self.journal = journal
         self.id = run_id
         self.job = job
         self.done = done
         self.resumed = resumed
+        self.needs_values = needs_values
+        self.output_end = output_end  # where --output stood at the last recorded chunk
+        self.forgotten = forgotten or []  # keys begin() dropped to run again (--retry-failed)
+        self.lost_values = 0  # values that could not be stored (unpicklable, or holding a secret)
+        self.first_lost: str | None = None
         self._queue: queue.Queue | None = None
         self._writer: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._ended = False
 
     def is_done(self, key: str) -> bool:
         """Whether the item with ``key`` finished in an earlier attempt of this run."""
-        return key in self.done
+        if key in self.done:
+            return True
+        return bool(self.done) and contains_secret(key) and stored_key(key) in self.done
 
-    def record(self, chunk: ChunkOutcomes) -> None:
+    def record(self, chunk: ChunkOutcomes, output_end: int | None = None) -> None:
         """Queue a finished chunk to be written in one transaction (blocks while one waits)."""
         self._raise_if_failed()
         if self._writer is None:
@@ -50,7 +68,7 @@ class RunRecord:
             self._writer = threading.Thread(target=self._write_loop, name="batchkit-journal", daemon=True)
             self._writer.start()
         assert self._queue is not None
-        self._queue.put(chunk)
+        self._queue.put((chunk, output_end))
 
     def flush(self) -> None:
         """Wait until every queued chunk is written; raise if writing failed."""
@@ -63,55 +81,117 @@ class RunRecord:
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
-            raise BackendError(f"journal {self.journal.path} could not be written: {self._failure}; "
-                               "resume once it is fixed, or use --no-journal") from self._failure
+            if isinstance(self._failure, JournalError):
+                raise self._failure
+            raise JournalError(f"journal {self.journal.path} could not be written: {self._failure}; "
+                               "the run stopped and can be resumed with --resume once it is fixed") from self._failure
 
     def _write_loop(self) -> None:
         assert self._queue is not None
         while True:
-            chunk = self._queue.get()
-            if chunk is None:
+            job = self._queue.get()
+            if job is None:
                 return
             if self._failure is None:
                 try:
-                    self._write(chunk)
-                except BaseException as exc:  # reported to the run by the next record() or flush()
+                    self._write(*job)
+                except BaseException as exc:  # noqa: BLE001 - reported by the next record() or flush()
                     self._failure = exc
 
-    def _write(self, chunk: ChunkOutcomes) -> None:
+    def _write(self, chunk: ChunkOutcomes, output_end: int | None) -> None:
         now = time.time()
-        keys, errors = chunk.key_list(), chunk.errors
-        rows = pack(keys, summaries(chunk.values, errors), chunk.durations, chunk.indices, chunk.attempts)
-        failed = [(self.id, db_key(keys[pos]), err.type, err.kind, _text(redact(err.message)),
-                   _text(redact(err.traceback)), err.step) for pos, err in errors.items()]
+        keys, errors = stored_keys(chunk.key_list()), chunk.errors
+        texts = summaries(chunk.values, errors)
+        if contains_secret("\n".join(t for t in texts if t is not None)):
+            texts = [redact(t) if t is not None else None for t in texts]
+        rows = pack(keys, texts, chunk.durations, chunk.indices, chunk.attempts)
+        failed = [(self.id, db_key(keys[pos]), err.type, err.kind, _text(_cap(redact(err.message), MESSAGE_MAX)),
+                   _text(_cap(redact(err.traceback), TRACEBACK_MAX)), err.step) for pos, err in errors.items()]
+        data, lost = self._values(chunk) if self.needs_values else (None, None)
+        events = [(self.id, when, kind, db_key(keys[pos]) if 0 <= pos < len(keys) else None,
+                   _span_worker(chunk, pos), _cap(redact(detail or ""), MESSAGE_MAX))
+                  for pos, kind, when, detail in chunk.events]
+        spans = json.dumps(chunk.spans) if chunk.spans else None
         db = self.journal.db
-        with self.journal._transaction():
-            db.execute("INSERT INTO chunks (run_id, first_idx, n, failed, finished, rows) VALUES (?, ?, ?, ?, ?, ?)",
-                       (self.id, chunk.start if chunk.indices is None else None, len(chunk), len(errors), now, rows))
+        with self.journal.transaction("record finished items"):
+            db.execute("INSERT INTO chunks (run_id, first_idx, n, failed, finished, rows, spans, data, lost, "
+                       "output_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (self.id, chunk.start if chunk.indices is None else None, len(chunk), len(errors), now,
+                        rows, spans, data, lost, output_end))
             if failed:
                 db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)", failed)
+            if events:
+                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
             db.execute("UPDATE runs SET updated=? WHERE id=?", (now, self.id))
 
+    def _values(self, chunk: ChunkOutcomes) -> tuple[bytes | None, str | None]:
+        """The chunk's exact values, pickled; and the positions whose value could not be stored."""
+        values = chunk.values
+        try:
+            blob = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
+            if not contains_secret(blob.decode("latin-1")):
+                return blob, None
+        except Exception:
+            pass
+        kept, lost = [], []
+        for pos, value in enumerate(values):
+            try:
+                one = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                if contains_secret(one.decode("latin-1")):
+                    raise ValueError("it contains a secret")
+                kept.append(value)
+            except Exception:
+                kept.append(None)
+                lost.append(pos)
+                self.lost_values += 1
+                if self.first_lost is None:
+                    self.first_lost = redact(str(chunk.key(pos)))
+        return pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL), json.dumps(lost) if lost else None
+
     def end(self, state: str, *, skipped: int, elapsed: float, message: str | None = None,
-            total: int | None = None) -> dict:
-        """Close the run with ``state`` once every chunk is written; counts come from the items."""
+            total: int | None = None, exit_code: int | None = None) -> dict:
+        """Close the run with ``state`` once every chunk is written; counts come from the items.
+
+        Raises :class:`JournalError` if the journal cannot be written; the run then reads as
+        crashed (its process gone) and can be resumed.
+        """
+        failure = None
         try:
             self.flush()
-        except BackendError:
+        except JournalError as exc:
+            failure = exc
             if state == "succeeded":
-                raise
+                state, message = "error", str(exc)
         db = self.journal.db
-        succeeded, failed = db.execute(
-            "SELECT COALESCE(SUM(n - failed), 0), COALESCE(SUM(failed), 0) FROM chunks WHERE run_id=?",
-            (self.id,)).fetchone()
         now = time.time()
-        with self.journal._transaction():
+        with self.journal.transaction("close the run"):
+            succeeded, failed = db.execute(
+                "SELECT COALESCE(SUM(n - failed), 0), COALESCE(SUM(failed), 0) FROM chunks WHERE run_id=?",
+                (self.id,)).fetchone()
             db.execute(
                 "UPDATE runs SET state=?, updated=?, ended=?, succeeded=?, failed=?, skipped=?, "
-                "elapsed=elapsed+?, message=?, total=COALESCE(?, total) WHERE id=?",
+                "elapsed=elapsed+?, message=?, total=COALESCE(?, total), exit_code=? WHERE id=?",
                 (state, now, now, succeeded, failed, skipped, elapsed,
-                 redact(message) if message else None, total, self.id))
+                 redact(message) if message else None, total, exit_code, self.id))
+        self._ended = True
+        if failure is not None:
+            raise failure
         return self.journal.run(self.id) or {}
+
+
+MESSAGE_MAX = 8_000
+TRACEBACK_MAX = 32_000
+
+
+def _cap(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit:,} characters cut] ...\n{text[-half:]}"
+
+
+def _span_worker(chunk: Any, pos: int) -> str | None:
+    return chunk.spans[-1][0] if chunk.spans else None
 
 
 def _text(text: str | None) -> str | None:
@@ -138,3 +218,6 @@ def db_key(key: str) -> str | bytes:
 def from_db_key(key: str | bytes) -> str:
     """The key :func:`db_key` stored."""
     return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+
+
+__all__ = ["RunRecord", "db_key", "from_db_key"]
