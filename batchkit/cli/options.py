@@ -156,7 +156,7 @@ def ops_params() -> list[click.Parameter]:
     return list(reversed(collected))  # click decorators collect parameters in reverse
 
 
-OPS_KWARGS = ("log_file", "log_format", "notify", "notify_on", "ping", "metrics_file")
+OPS_KWARGS = ("log_file", "log_format", "notify", "notify_on", "ping", "metrics_file", "run_name")
 
 
 def job_params(params: list[Param]) -> list[click.Parameter]:

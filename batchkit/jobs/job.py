@@ -37,7 +37,7 @@ ENGINE_KWARGS = ("backend", "workers", "chunk_size", "ordered", "retry", "timeou
 RESERVED = frozenset(ENGINE_KWARGS) | {
     "input", "files", "include", "exclude", "output", "json", "quiet", "scheduler", "retries",
     "retry_backoff", "retry_on", "retry_failed", "no_journal", "wait_lock", "show_failures",
-    "unordered", "log_file", "log_format", "notify", "notify_on", "ping", "metrics_file", "help",
+    "unordered", "log_file", "log_format", "notify", "notify_on", "ping", "metrics_file", "run_name", "help",
     "keep_output",
 }
 
