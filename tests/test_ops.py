@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import click
 import pytest
@@ -18,6 +20,8 @@ from batchkit.errors import UsageError
 from batchkit.ops.metrics import parse
 from batchkit.ops.notify import ping_url
 from batchkit.ops.operations import Operations
+
+from conftest import PY, python_env
 
 
 @pytest.fixture
@@ -191,10 +195,10 @@ def test_unwritable_log_file_is_a_usage_error(tmp_path):
 
 # -- metrics ------------------------------------------------------------------------------------
 
-def metric(path, name, job, **labels):
+def metric(path, family, job, **labels):
     samples = parse(path.read_text())
     key = tuple(sorted({"job": job, **labels}.items()))
-    return samples[name][key]
+    return samples[family][key]
 
 
 def test_metrics_file_has_the_issue_metric_names(tmp_path):
@@ -259,6 +263,110 @@ def test_unwritable_metrics_file_is_a_warning(tmp_path):
     assert len(warnings) == 1 and "writing metrics" in warnings[0]
 
 
+def alerting(path, now, max_age=86400):
+    """The series the usual alert fires for: ``time() - batchkit_last_success_timestamp_seconds > max_age``."""
+    samples = parse(path.read_text())["batchkit_last_success_timestamp_seconds"]
+    return {dict(labels).get("name", dict(labels)["job"]) for labels, value in samples.items()
+            if now - float(value) > max_age}
+
+
+def test_named_runs_of_one_job_keep_a_series_each(tmp_path):
+    prom = tmp_path / "batchkit.prom"
+    Operations("checksum", metrics_file=str(prom), run_name="sums-data").finished(summary("succeeded", 9), 0)
+    Operations("checksum", metrics_file=str(prom), run_name="sums-home").finished(summary("failed", 1, 4), 1)
+    assert metric(prom, "batchkit_items_total", "checksum", name="sums-data", result="succeeded") == "9"
+    assert metric(prom, "batchkit_items_total", "checksum", name="sums-home", result="failed") == "4"
+    assert metric(prom, "batchkit_last_run_exit_code", "checksum", name="sums-data") == "0"
+    assert metric(prom, "batchkit_last_run_exit_code", "checksum", name="sums-home") == "1"
+    # The usual alert still works, per series: the entry that never succeeded fires, the other does not.
+    assert alerting(prom, time.time()) == {"sums-home"}
+    # A later failure of sums-data keeps its own last success; sums-home is untouched.
+    success = metric(prom, "batchkit_last_success_timestamp_seconds", "checksum", name="sums-data")
+    Operations("checksum", metrics_file=str(prom), run_name="sums-data").finished(summary("failed", 0, 1), 1)
+    assert metric(prom, "batchkit_last_success_timestamp_seconds", "checksum", name="sums-data") == success
+    assert metric(prom, "batchkit_items_total", "checksum", name="sums-home", result="failed") == "4"
+    assert alerting(prom, float(success) + 86401) == {"sums-data", "sums-home"}
+    assert prom.read_text().count("# TYPE batchkit_items_total gauge") == 1
+
+
+def test_cron_entry_name_from_the_environment_labels_the_series(tmp_path, monkeypatch):
+    prom = tmp_path / "batchkit.prom"
+    monkeypatch.setenv("BATCHKIT_CRON_ENTRY", "nightly-sums")
+    Operations("checksum", metrics_file=str(prom)).finished(summary(), 0)
+    assert 'batchkit_last_run_exit_code{job="checksum",name="nightly-sums"} 0' in prom.read_text()
+    # An explicit name wins; an empty one means no name label at all.
+    Operations("checksum", metrics_file=str(prom), run_name="manual").finished(summary(), 0)
+    Operations("checksum", metrics_file=str(prom), run_name="").finished(summary(), 0)
+    names = {dict(labels).get("name") for labels in parse(prom.read_text())["batchkit_last_run_exit_code"]}
+    assert names == {"nightly-sums", "manual", None}
+
+
+def test_unnamed_runs_keep_the_old_labels_and_leave_named_series_alone(tmp_path):
+    prom = tmp_path / "batchkit.prom"
+    # A file written before names existed: job label only.
+    prom.write_text('batchkit_last_success_timestamp_seconds{job="checksum"} 1700000000\n'
+                    'batchkit_last_run_exit_code{job="checksum"} 0\n')
+    Operations("checksum", metrics_file=str(prom), run_name="sums-home").finished(summary("failed", 0, 1), 1)
+    Operations("checksum", metrics_file=str(prom)).finished(summary("failed", 0, 2), 1)
+    text = prom.read_text()
+    assert 'batchkit_last_success_timestamp_seconds{job="checksum"} 1700000000' in text  # carried over
+    assert 'batchkit_items_total{job="checksum",result="failed"} 2' in text
+    assert 'batchkit_items_total{job="checksum",name="sums-home",result="failed"} 1' in text
+    assert metric(prom, "batchkit_last_success_timestamp_seconds", "checksum", name="sums-home") == "0"
+
+
+def test_batchkit_run_labels_metrics_with_the_run_name_or_cron_entry(tmp_path, monkeypatch):
+    from batchkit.cli.main import cli
+
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "halve.py").write_text("import batchkit as bk\n\n\n@bk.job(backend='serial')\n"
+                                                "def halve(item: str) -> float:\n    return int(item) / 2\n")
+    (tmp_path / "a.txt").write_text("2\n4\n")
+    (tmp_path / "b.txt").write_text("6\n")
+    monkeypatch.chdir(tmp_path)
+    prom = tmp_path / "batchkit.prom"
+    runner = CliRunner()
+    first = runner.invoke(cli, ["run", "halve", "--input", "a.txt", "--metrics-file", str(prom), "--run-name", "a"])
+    monkeypatch.setenv("BATCHKIT_CRON_ENTRY", "halve-b")
+    second = runner.invoke(cli, ["run", "halve", "--input", "b.txt", "--metrics-file", str(prom)])
+    assert (first.exit_code, second.exit_code) == (0, 0), first.output + second.output
+    assert metric(prom, "batchkit_items_total", "halve", name="a", result="succeeded") == "2"
+    assert metric(prom, "batchkit_items_total", "halve", name="halve-b", result="succeeded") == "1"
+
+
+WRITER = """
+import sys, time
+from batchkit.ops.metrics import write_run_metrics
+path, job = sys.argv[1], sys.argv[2]
+for i in range(20):
+    write_run_metrics(path, job, ended=time.time(), succeeded=True, exit_code=0,
+                      counts={"succeeded": i}, duration=0.1, name=f"entry-{i % 2}")
+"""
+
+
+def test_processes_writing_one_metrics_file_at_once_lose_no_update(tmp_path):
+    prom = tmp_path / "textfile" / "batchkit.prom"
+    prom.parent.mkdir()
+    procs = [subprocess.Popen([PY, "-c", WRITER, str(prom), f"job{i}"], env=python_env()) for i in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    for i in range(4):
+        assert metric(prom, "batchkit_items_total", f"job{i}", name="entry-1", result="succeeded") == "19"
+        assert metric(prom, "batchkit_items_total", f"job{i}", name="entry-0", result="succeeded") == "18"
+    assert [p.name for p in prom.parent.iterdir()] == ["batchkit.prom"]
+    assert (Path(python_env()["BATCHKIT_HOME"]) / "locks").is_dir()  # the lock lives beside the journal
+
+
+def test_metrics_are_written_where_fcntl_does_not_exist(tmp_path):
+    """Windows has no fcntl: the metrics writer must not need it (filelock picks msvcrt there)."""
+    code = ("import sys; sys.modules['fcntl'] = None\n"  # makes `import fcntl` raise ImportError
+            "import warnings; warnings.simplefilter('ignore')\n" + WRITER)
+    prom = tmp_path / "batchkit.prom"
+    result = subprocess.run([PY, "-c", code, str(prom), "win"], env=python_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert metric(prom, "batchkit_items_total", "win", name="entry-1", result="succeeded") == "19"
+
+
 # -- the click decorator --------------------------------------------------------------------------
 
 @click.command()
@@ -269,15 +377,17 @@ def fake_run(**kwargs):
 
 def test_ops_options_hand_the_values_to_the_command():
     result = CliRunner().invoke(fake_run, ["--log-file", "x.log", "--log-format", "json", "--notify",
-                                           "https://hooks.example/T", "--notify-on", "always", "--ping",
-                                           "https://hc.example/u", "--metrics-file", "m.prom"])
+                                           "https://hooks.example/T", "--notify", "mailto:ops@example.com",
+                                           "--notify-on", "always", "--ping", "https://hc.example/u",
+                                           "--metrics-file", "m.prom", "--run-name", "nightly-data"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == {"log_file": "x.log", "log_format": "json",
-                                         "notify": "https://hooks.example/T", "notify_on": "always",
-                                         "ping": "https://hc.example/u", "metrics_file": "m.prom"}
+                                         "notify": ["https://hooks.example/T", "mailto:ops@example.com"],
+                                         "notify_on": "always", "ping": "https://hc.example/u",
+                                         "metrics_file": "m.prom", "run_name": "nightly-data"}
     defaults = json.loads(CliRunner().invoke(fake_run, []).output)
-    assert defaults == {"log_file": None, "log_format": "text", "notify": None, "notify_on": "failure",
-                        "ping": None, "metrics_file": None}
+    assert defaults == {"log_file": None, "log_format": "text", "notify": [], "notify_on": "failure",
+                        "ping": None, "metrics_file": None, "run_name": None}
 
 
 def test_ops_options_reject_a_non_http_url_with_exit_2():

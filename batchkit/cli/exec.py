@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from ..jobs.job import Job
+from ..jobs.job import OPS_KWARGS, Job
 from .main import EPILOG
-from .options import OPS_KWARGS, OneLineCommand, Seconds, engine_params, ops_params
+from .options import OneLineCommand, Seconds, engine_params, ops_params
 from .run import guarded
 
 

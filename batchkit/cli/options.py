@@ -158,7 +158,6 @@ def ops_params() -> list[click.Parameter]:
     return list(reversed(collected))  # click decorators collect parameters in reverse
 
 
-OPS_KWARGS = ("log_file", "log_format", "notify", "notify_on", "ping", "metrics_file")
 
 
 def job_params(params: list[Param]) -> list[click.Parameter]:

@@ -16,10 +16,10 @@ from typing import Any
 import click
 
 from ..errors import BackendError, UsageError
-from ..jobs.job import ConvertItems, Job
+from ..jobs.job import OPS_KWARGS, ConvertItems, Job
 from ..jobs.params import Param, python_type, signature_of
 from .main import EPILOG
-from .options import OPS_KWARGS, CliError, OneLineCommand, OneLineErrors, engine_params, job_params, ops_params
+from .options import CliError, OneLineCommand, OneLineErrors, engine_params, job_params, ops_params
 
 
 class RunGroup(OneLineErrors, click.Group):

@@ -34,12 +34,12 @@ ENGINE_KWARGS = ("backend", "workers", "chunk_size", "ordered", "retry", "timeou
                  "journal", "resume", "key", "max_failures", "desc", "name", "initializer", "initargs")
 # What Job.run takes for the run's lifecycle: the lock, --output, and the operations.
 LIFECYCLE_KWARGS = ("lock", "wait_lock", "output", "retry_failed", "log_file", "log_format", "notify",
-                    "notify_on", "ping", "metrics_file")
-OPS_KWARGS = ("log_file", "log_format", "notify", "notify_on", "ping", "metrics_file")
+                    "notify_on", "ping", "metrics_file", "run_name")
+OPS_KWARGS = ("log_file", "log_format", "notify", "notify_on", "ping", "metrics_file", "run_name")
 # Names the command line uses for its own options; a job option may not take one of them.
 RESERVED = frozenset(ENGINE_KWARGS) | frozenset(LIFECYCLE_KWARGS) | {
     "input", "files", "include", "exclude", "json", "quiet", "scheduler", "retries",
-    "retry_backoff", "retry_on", "retry_if", "no_journal", "show_failures",
+    "retry_backoff", "retry_on", "retry_if", "no_journal", "show_failures", "run_name",
     "unordered", "help", "keep_output", "watch", "settle", "poll", "queue", "follow",
 }
 

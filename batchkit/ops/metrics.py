@@ -1,10 +1,15 @@
 """Prometheus textfile-collector metrics: :func:`write_run_metrics`.
 
 node_exporter's textfile collector reads ``*.prom`` files from one directory, so several jobs
-often share one file. We read it, replace only this job's samples, and write it back atomically
+often share one file. We read it, replace only this series' samples, and write it back atomically
 (a hidden temp file in the same directory, fsync, rename): the collector never sees a half
-written file and no temp file is left behind. An flock beside the journal serialises jobs that
-finish at the same moment, so neither loses the other's update.
+written file and no temp file is left behind. A file lock (``filelock``: flock on Unix, msvcrt on
+Windows) under ``$BATCHKIT_HOME/locks`` serialises jobs that finish at the same moment, so neither
+loses the other's update.
+
+A series is one ``(job, name)``: every sample carries ``job="..."``, and a named run (a cron
+entry's name, or ``--run-name``) adds ``name="..."``, so two entries running one job (``checksum``
+on two roots) keep a series each. Unnamed runs write exactly the labels they always did.
 
 ``batchkit_last_success_timestamp_seconds`` is carried over unchanged when a run fails, which
 is what makes the usual alert work: ``time() - batchkit_last_success_timestamp_seconds > 86400``.
@@ -13,7 +18,6 @@ A job that never succeeded reports 0.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -78,26 +82,28 @@ def _number(value: float) -> str:
 
 
 def write_run_metrics(path: str | os.PathLike, job: str, *, ended: float, succeeded: bool, exit_code: int,
-                      counts: dict[str, int], duration: float) -> None:
-    """Replace ``job``'s samples in the textfile at ``path`` (created if missing), atomically.
+                      counts: dict[str, int], duration: float, name: str | None = None) -> None:
+    """Replace the samples of series ``(job, name)`` in the textfile at ``path`` (created if missing), atomically.
 
-    ``counts`` maps ``"succeeded"``, ``"failed"``, ``"skipped"`` to item counts.
+    ``counts`` maps ``"succeeded"``, ``"failed"``, ``"skipped"`` to item counts. ``name`` (a cron
+    entry's or run's name) becomes a ``name`` label; other series of the same job are kept.
     """
     path = Path(path)
+    series = {"job": job, **({"name": name} if name else {})}
     with _file_lock(path):
         try:
             samples = parse(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             samples = {}
-        mine: Labels = (("job", job),)
+        mine: Labels = tuple(sorted(series.items()))
         previous = samples.get("batchkit_last_success_timestamp_seconds", {}).get(mine, "0")
-        for family in samples.values():  # drop this job's old samples, keep every other job's
-            for labels in [lb for lb in family if dict(lb).get("job") == job]:
+        for family in samples.values():  # drop this series' old samples, keep every other's
+            for labels in [lb for lb in family if _series(lb) == series]:
                 del family[labels]
 
-        def put(name: str, value: Any, **extra: str) -> None:
-            labels = tuple(sorted({"job": job, **extra}.items()))
-            samples.setdefault(name, {})[labels] = value if isinstance(value, str) else _number(value)
+        def put(metric: str, value: Any, **extra: str) -> None:
+            labels = tuple(sorted({**series, **extra}.items()))
+            samples.setdefault(metric, {})[labels] = value if isinstance(value, str) else _number(value)
 
         put("batchkit_last_run_timestamp_seconds", round(ended, 3))
         put("batchkit_last_success_timestamp_seconds", round(ended, 3) if succeeded else previous)
@@ -109,22 +115,21 @@ def write_run_metrics(path: str | os.PathLike, job: str, *, ended: float, succee
         write_atomic(path, render({k: v for k, v in samples.items() if v}), mode=0o644)
 
 
-class _file_lock:
-    """An flock on ``$BATCHKIT_HOME/locks/metrics-<digest>.lock``: nothing extra in the collector's directory."""
+def _series(labels: Labels) -> dict[str, str]:
+    """The series a sample belongs to: its job and, if any, its name."""
+    found = dict(labels)
+    return {k: found[k] for k in ("job", "name") if k in found}
 
-    def __init__(self, path: Path) -> None:
-        from ..state.journal import default_home
 
-        digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=8).hexdigest()
-        self.lock_path = default_home() / "locks" / f"metrics-{digest}.lock"
-        self.fd: int | None = None
+def _file_lock(path: Path) -> Any:
+    """A lock on ``$BATCHKIT_HOME/locks/metrics-<digest>.lock`` for the textfile ``path``: nothing extra
+    in the collector's directory. Held by one writer at a time, across threads and processes."""
+    from filelock import FileLock  # ~30 ms to import: only runs that write metrics pay it
 
-    def __enter__(self) -> None:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+    from ..state.journal import default_home
 
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
+    digest = hashlib.blake2b(str(path.resolve()).encode(), digest_size=8).hexdigest()
+    lock_path = default_home() / "locks" / f"metrics-{digest}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    # A fresh lock object per write: two threads of one process exclude each other too.
+    return FileLock(lock_path, mode=0o644)

@@ -7,7 +7,8 @@ are reported through the ``on_problem`` callback instead.
 
 Pings follow the healthchecks.io convention: ``URL/start`` when a run starts, ``URL`` when it
 succeeded, ``URL/fail`` when it did not. Notifications POST a JSON body whose ``text`` field is
-what Slack, Mattermost and most chat webhooks display.
+what Slack, Mattermost and most chat webhooks display. Emails (:mod:`batchkit.ops.mail`) go
+through the same threads and the same deadline.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UsageError
 from ..secrets import redact
+
+if TYPE_CHECKING:
+    from .mail import SmtpServer
 
 DEFAULT_TIMEOUT = 2.0
 USER_AGENT = "batchkit"
@@ -91,8 +95,9 @@ class Courier:
     def ping(self, url: str, suffix: str = "", body: str | None = None) -> None:
         """Ping ``url`` (healthchecks.io style): ``suffix`` is ``"start"``, ``""`` or ``"fail"``."""
         data = redact(body).encode("utf-8") if body is not None else None
+        target = ping_url(url, suffix)
         # Pings of one check arrive in order (start before success/fail): each waits for the last.
-        self._last_ping = self._start("ping", ping_url(url, suffix), data, "text/plain; charset=utf-8",
+        self._last_ping = self._start("ping", target, lambda: send(target, data, timeout=self.timeout),
                                       after=self._last_ping)
 
     def notify(self, url: str, payload: dict[str, Any]) -> None:
@@ -104,25 +109,33 @@ class Courier:
         if failures is not None:
             data["failures"] = [{k: redact(v) for k, v in f.items()} if isinstance(f, dict) else redact(f)
                                 for f in failures]
-        data = json.dumps(data, default=str).encode("utf-8")
-        self._start("notification", url, data, "application/json")
+        body = json.dumps(data, default=str).encode("utf-8")
+        self._start("notification", url, lambda: send(url, body, "application/json", self.timeout))
 
-    def _start(self, what: str, url: str, data: bytes | None, content_type: str,
+    def mail(self, server: SmtpServer, recipients: tuple[str, ...], subject: str, body: str) -> None:
+        """Email ``subject`` and ``body`` (secrets masked) to ``recipients`` through ``server``."""
+        from .mail import build_message, deliver
+
+        message = build_message(server, recipients, redact(subject), redact(body))
+        self._start("email", f"mailto:{','.join(recipients)}",
+                    lambda: deliver(server, message, recipients, self.timeout))
+
+    def _start(self, what: str, target: str, deliver: Callable[[], int],
                after: threading.Thread | None = None) -> threading.Thread:
-        thread = threading.Thread(target=self._send, args=(what, url, data, content_type, after),
+        """Run ``deliver`` (which returns a status) in a daemon thread; ``target`` names it in warnings."""
+        thread = threading.Thread(target=self._send, args=(what, target, deliver, after),
                                   name=f"batchkit-{what}", daemon=True)
         # Daemon threads: a request still hanging when the run exits must not keep Python alive.
         thread.start()
         self._threads.append(thread)
         return thread
 
-    def _send(self, what: str, url: str, data: bytes | None, content_type: str,
-              after: threading.Thread | None) -> None:
+    def _send(self, what: str, target: str, deliver: Callable[[], int], after: threading.Thread | None) -> None:
         if after is not None:
             after.join(self.timeout)
-        shown = redact(url)
+        shown = redact(target)
         try:
-            status = send(url, data, content_type, self.timeout)
+            status = deliver()
         except urllib.error.HTTPError as exc:
             self._problem(f"{what} to {shown} failed: HTTP {exc.code} {exc.reason}")
         except Exception as exc:  # any failure of monitoring must stay a warning
