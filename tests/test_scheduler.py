@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from batchkit.cli.main import cli
 from batchkit.errors import UsageError
-from batchkit.ops.scheduler import Entry, Scheduler, describe_exit, parse_line, parse_table
+from batchkit.ops.lastrun import describe_exit
+from batchkit.ops.scheduler import Entry, Scheduler, parse_line, parse_table
 from batchkit.state.journal import Journal
 
 from conftest import PY, python_env

@@ -44,6 +44,7 @@ from ..atomic import write_atomic
 from ..errors import UsageError
 from ..units import parse_duration
 from .cron import validate_schedule
+from .lastrun import describe_exit
 
 TICK = 0.2  # how often the loop wakes to reap children and check the clock
 # What a seconds field looks like (no names, unlike the month and weekday fields): used only to
@@ -282,22 +283,6 @@ class Scheduler:
 
 # The signals that stop the scheduler; SIGHUP does not exist on Windows.
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None)
-
-# What each exit code of `batchkit run` means, for the log (see `batchkit --help`).
-_EXITS = {0: "succeeded", 1: "finished with failed items", 2: "usage error", 3: "could not run",
-          75: "skipped: another run holds the lock", 130: "interrupted by SIGINT (resumable)",
-          143: "interrupted by SIGTERM (resumable)"}
-
-
-def describe_exit(code: int) -> str:
-    """A child's return code in words: ``"succeeded (exit 0)"``, ``"killed by SIGKILL"``,
-    ``"exited with code 9"``."""
-    if code < 0:
-        return f"killed by {_signal_name(-code)}"
-    if code in _EXITS:
-        return f"{_EXITS[code]} (exit {code})"
-    return f"exited with code {code}"
-
 
 def _signal_name(signum: int) -> str:
     try:
