@@ -279,7 +279,7 @@ def test_tab_file_is_replaced_atomically_keeping_its_mode(tab, job):
 
 @pytest.mark.parametrize("args, message", [
     (["checksum", "data", "--bogus"], "No such option '--bogus'. (see 'batchkit run checksum --help')"),
-    (["checksum", "missing-dir"], "Invalid value for 'ROOT': Path 'missing-dir' does not exist."),
+    (["checksum", "missing-dir"], "Invalid value for 'ROOT': missing-dir: no such file or directory"),
     (["checksum"], "Missing argument 'ROOT'."),
     (["checksum", ""], "Invalid value for 'ROOT': '' is not a path"),
     (["checksum", "data", "--workers", "0"], "Invalid value for '--workers'"),
@@ -405,7 +405,23 @@ def test_each_entry_shows_its_own_last_exit_code_even_runs_that_never_reach_the_
     assert rows["sums"]["last_result"].startswith("succeeded (exit 0) ")
     assert rows["sums-gone"]["last_result"].startswith("usage error (exit 2) ")
     assert rows["sums-gone"]["last"].get("run_id") is None
-    assert "'gone' does not exist" in (home / "logs" / "sums-gone.log").read_text()
+    assert "'ROOT': gone: no such file or directory" in (home / "logs" / "sums-gone.log").read_text()
     assert rows["never"]["last_result"] == "never run"
     table = bk("cron", "list", "--crontab", str(tab)).output
     assert [line.split()[0] for line in table.splitlines()] == ["NAME", "nap", "sums", "sums-gone", "never"]
+
+
+def test_the_batchkit_command_records_the_entrys_exit_and_keeps_the_variable_from_its_children(tmp_path,
+                                                                                               monkeypatch):
+    from batchkit.cli.main import main
+    from batchkit.ops.lastrun import current_entry, read_result
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BATCHKIT_CRON_ENTRY", "nightly")
+    monkeypatch.setattr("batchkit.ops.lastrun._current", None)  # restored after the test
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "checksum", "no-such-root"])
+    assert stopped.value.code == 2
+    assert "BATCHKIT_CRON_ENTRY" not in os.environ and current_entry() == "nightly"
+    result = read_result("nightly")
+    assert result["exit_code"] == 2 and result["ended"] >= result["started"] and "run_id" not in result

@@ -43,11 +43,11 @@ def test_cleanup_with_an_empty_root_deletes_nothing_and_exits_2(old_files):
 
 @pytest.mark.parametrize("args, message", [
     (["checksum", ""], "Invalid value for 'ROOT': '' is not a path"),
-    (["checksum", "no-such-dir"], "Invalid value for 'ROOT': Path 'no-such-dir' does not exist."),
+    (["checksum", "no-such-dir"], "Invalid value for 'ROOT': no-such-dir: no such file or directory"),
     (["checksum", ".", "--manifest", ""], "Invalid value for '--manifest': '' is not a path"),
     (["checksum", ".", "--manifest="], "Invalid value for '--manifest': '' is not a path"),
     (["checksum", ".", "--verify", ""], "Invalid value for '--verify': '' is not a path"),
-    (["cleanup", "no-such-dir", "--older-than", "1d"], "Path 'no-such-dir' does not exist."),
+    (["cleanup", "no-such-dir", "--older-than", "1d"], "'ROOT': no-such-dir: no such file or directory"),
 ])
 def test_empty_or_missing_paths_are_one_line_exit_2(old_files, args, message):
     result = batchkit("run", *args, cwd=old_files)

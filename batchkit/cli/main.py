@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> Any:
     entry = os.environ.pop("BATCHKIT_CRON_ENTRY", None)
     if not entry:
         return cli.main(args=argv, prog_name="batchkit")
-    started, code = time.time(), 1
+    from ..ops import lastrun
+
+    lastrun.set_current_entry(entry)
+    started, code, error = time.time(), 1, None
     try:
         result = cli.main(args=argv, prog_name="batchkit")
         code = 0
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         code = 130
         raise
+    except BaseException as exc:  # a bug: Python prints the traceback and exits 1
+        error = type(exc).__name__
+        raise
     finally:
-        from ..ops.lastrun import record_result
-
-        record_result(entry, code, started)
+        lastrun.record_result(entry, code, started, error=error)

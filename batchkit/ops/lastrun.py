@@ -24,6 +24,19 @@ from ..errors import UsageError
 
 ENTRY_VARIABLE = "BATCHKIT_CRON_ENTRY"  # set by an entry's command: the entry's name
 _NAME = re.compile(r"^[\w.@+-]+$")
+_current: str | None = None
+
+
+def current_entry() -> str | None:
+    """The entry this process runs for (``batchkit`` takes it out of the environment so the
+    commands a run starts do not inherit it), e.g. to label a run's metrics; else ``None``."""
+    return _current
+
+
+def set_current_entry(name: str | None) -> None:
+    """Remember the entry this process runs for (the ``batchkit`` command does, at start)."""
+    global _current
+    _current = name
 
 
 def check_entry_name(name: str) -> str:
@@ -40,7 +53,8 @@ def result_path(name: str, home: str | os.PathLike | None = None) -> Path:
     return Path(home or default_home()) / "cron" / f"{check_entry_name(name)}.json"
 
 
-def record_result(name: str, code: int, started: float, ended: float | None = None) -> None:
+def record_result(name: str, code: int, started: float, ended: float | None = None, *,
+                  error: str | None = None) -> None:
     """Record that a run of the entry ``name`` (this process) ended with ``code``.
 
     Called by the ``batchkit`` command when ``$BATCHKIT_CRON_ENTRY`` is set, however it ended.
@@ -51,9 +65,11 @@ def record_result(name: str, code: int, started: float, ended: float | None = No
     try:
         record: dict[str, Any] = {"entry": name, "exit_code": code, "started": started,
                                   "ended": ended if ended is not None else time.time(), "pid": os.getpid()}
+        if error:
+            record["error"] = error  # the type of an uncaught exception (the name only: no secrets)
         record.update(_this_process_run(started))
         write_atomic(result_path(name), json.dumps(record) + "\n")
-    except Exception:  # noqa: BLE001 - see the docstring
+    except Exception:  # never raise: see the docstring
         pass
 
 
@@ -106,7 +122,9 @@ def describe_result(result: dict | None) -> str:
         return "never run"
     code = int(result.get("exit_code", -1))
     what = describe_exit(code)
-    if code == 1 and result.get("failed"):
+    if result.get("error"):
+        what = f"crashed: {result['error']} (exit {code})"
+    elif code == 1 and result.get("failed"):
         what = f"{result['failed']} failed (exit 1)"
     when = datetime.fromtimestamp(result.get("ended") or result.get("started") or 0).strftime("%Y-%m-%d %H:%M")
     run = f", run {result['run_id']}" if result.get("run_id") is not None else ""
