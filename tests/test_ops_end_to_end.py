@@ -42,8 +42,10 @@ def project(tmp_path):
 
 
 def cron_env(home: Path) -> dict:
-    """The environment cron gives a job: almost nothing (the entry brings PATH and BATCHKIT_HOME)."""
-    return {"HOME": str(home), "LOGNAME": "root", "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"}
+    """The environment cron gives a job: almost nothing (the entry brings PATH and BATCHKIT_HOME).
+    PYTHONPATH stands for installing this checkout (the venv's own install may be another one)."""
+    return {"HOME": str(home), "LOGNAME": "root", "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
 
 def run_entry(tab: Path, name: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -78,7 +80,9 @@ def test_cron_entry_runs_with_sh_from_another_directory_quietly_and_is_listed(pr
     assert (runs["mixed.txt"]["state"], runs["mixed.txt"]["failed"]) == ("failed", 1)
     listed = [json.loads(x) for x in CliRunner().invoke(cli, ["cron", "list", "--json", "--crontab", str(tab)])
               .output.splitlines()]
-    assert [e["last_result"].split()[0] for e in listed] == ["failed", "failed"]  # both: the latest run of grade
+    # Each entry's own last run, not the latest run of the job.
+    assert [(e["name"], e["last_result"].split()[0]) for e in listed] == [("good", "succeeded"), ("mixed", "1")]
+    assert listed[1]["last_result"].startswith("1 failed (exit 1) ")
 
 
 def test_quiet_run_that_succeeds_writes_nothing_at_all(project):

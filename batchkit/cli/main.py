@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import time
 from typing import Any
 
 import click
@@ -60,5 +62,32 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Console-script entry point."""
-    return cli.main(args=argv, prog_name="batchkit")
+    """Console-script entry point.
+
+    Run by a cron entry or a Windows task (``$BATCHKIT_CRON_ENTRY`` set to the entry's name), it
+    records how the command ended, whatever the way (an exit code, an error, an exception), for
+    ``batchkit cron list``: see :mod:`batchkit.ops.lastrun`.
+    """
+    # Popped: commands this one starts (exec's, a scheduler's jobs) are not the entry's run.
+    entry = os.environ.pop("BATCHKIT_CRON_ENTRY", None)
+    if not entry:
+        return cli.main(args=argv, prog_name="batchkit")
+    from ..ops import lastrun
+
+    lastrun.set_current_entry(entry)
+    started, code, error = time.time(), 1, None
+    try:
+        result = cli.main(args=argv, prog_name="batchkit")
+        code = 0
+        return result
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
+    except KeyboardInterrupt:
+        code = 130
+        raise
+    except BaseException as exc:  # a bug: Python prints the traceback and exits 1
+        error = type(exc).__name__
+        raise
+    finally:
+        lastrun.record_result(entry, code, started, error=error)

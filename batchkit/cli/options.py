@@ -6,6 +6,7 @@ nor a traceback: :class:`OneLineErrors` turns every click usage error into :clas
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +161,35 @@ def ops_params() -> list[click.Parameter]:
 
 
 
+class JobPath(click.Path):
+    """A job's path: never the empty string (what ``"$ROOT"`` gives when ROOT is unset, and
+    what ``Path("")`` turns into the current directory), and for a source's arguments (ROOT),
+    a path that exists."""
+
+    def __init__(self, *, must_exist: bool = False) -> None:
+        super().__init__(path_type=Path)
+        self.must_exist = must_exist
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, (str, bytes)) and not value:
+            self.fail("'' is not a path; give a file or directory (is a shell variable unset?)", param, ctx)
+        if self.must_exist and not os.path.lexists(value):
+            self.fail(f"{os.fsdecode(value)}: no such file or directory", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def job_params(params: list[Param]) -> list[click.Parameter]:
-    """Click parameters for a job's own options and arguments."""
+    """Click parameters for a job's own options and arguments.
+
+    Path-typed ones refuse ``""``; a source's path arguments (ROOT) must exist, while path
+    options may name files the job creates (``--manifest``).
+    """
     out: list[click.Parameter] = []
     for p in params:
         if p.choices is not None:
             kind: Any = click.Choice([str(c) for c in p.choices])
         elif p.type is Path:
-            kind = click.Path(path_type=Path)
+            kind = JobPath(must_exist=p.argument)
         else:
             kind = {int: click.INT, float: click.FLOAT, bool: click.BOOL}.get(p.type, click.STRING)
         if p.argument:

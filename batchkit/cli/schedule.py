@@ -27,11 +27,19 @@ def schedule(every: str | None, grace: str, stop_timeout: str, target: tuple[str
     A jobs.cron file:
       0 3 * * *      jobs/nightly.py --input /srv/list.txt
       */15 * * * *   cleanup /tmp/spool --older-than 1d
-      @every 30s     system_status --log /var/log/status.jsonl
+      @every 30s     system_status --log status.jsonl
+      '*/5 * * * * */10'  shout --input words.txt
+
+    A schedule is five cron fields (minute hour day-of-month month day-of-week), @daily-style
+    names, or @every DURATION. For croniter's sixth field, seconds, quote the whole schedule
+    as one word (the last line above: every 10 seconds of every 5th minute).
 
     Each run is `batchkit run JOB ARGS` in a child process (locked and recorded in history like
-    any other). A run never overlaps the previous run of its entry. SIGTERM or Ctrl-C stops
-    cleanly: running jobs are passed the signal and record what they finished (exit 143 / 130).
+    any other). A run never overlaps the previous run of its entry; a run missed while the
+    scheduler was down runs once at start-up if it is within --grace. SIGTERM (a service
+    manager's stop) or SIGHUP stops cleanly and exits 0; Ctrl-C (SIGINT) stops the same way and
+    exits 130. Running jobs are passed the signal, record what they finished and exit 143 / 130
+    (resumable with --resume); one still running after --stop-timeout is killed.
     """
     from ..ops.scheduler import Entry, Scheduler, parse_table
     from ..units import parse_duration

@@ -3,12 +3,16 @@
 An entry is one ordinary crontab line ending in ``# batchkit:NAME``::
 
     0 3 * * * cd /srv/app && PATH=/opt/venv/bin:/usr/bin:/bin BATCHKIT_HOME=/var/lib/batchkit \
-      /opt/venv/bin/python -m batchkit run /srv/app/jobs/nightly.py --quiet >> /var/log/nightly.log 2>&1 \
-      # batchkit:nightly
+      BATCHKIT_CRON_ENTRY=nightly /opt/venv/bin/python -m batchkit run /srv/app/jobs/nightly.py --quiet \
+      >> /var/log/nightly.log 2>&1 # batchkit:nightly job=nightly
 
 (one line in the crontab; wrapped here).
 Everything cron does differently from a login shell is pinned down when the entry is added:
 the working directory, PATH, the journal's home, the interpreter and the job file are absolute.
+``BATCHKIT_CRON_ENTRY`` makes the run leave its exit code in ``$BATCHKIT_HOME/cron/NAME.json``
+(:func:`record_result`, called by the ``batchkit`` command however it ends), which is what
+``batchkit cron list`` shows as the entry's last result: also the runs that never reach the
+journal (refused with 75 because another run held the lock, or with 2 for a bad argument).
 Each argument is shell-quoted, so no argument can run a command; ``%`` (which cron turns into a
 newline) is escaped. Only our lines are ever added or removed: every other line of the crontab
 is kept byte for byte, which is why the file is edited as text and python-crontab is used to
@@ -25,11 +29,15 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ..atomic import write_atomic
 from ..errors import UsageError
 from ..secrets import is_secret_name, redact
+from .lastrun import ENTRY_VARIABLE, check_entry_name, describe_result, read_result
+
+if TYPE_CHECKING:
+    from ..jobs.job import Job
 
 TAG = "batchkit:"
 SPECIALS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
@@ -104,28 +112,26 @@ def check_no_secrets(args: Sequence[str]) -> None:
                              "let the job read it from the environment or a file instead")
 
 
-def resolve_job(job: str, cwd: Path | None = None) -> tuple[str, str]:
-    """``(spec, name)`` for an entry: a job file made absolute (as given, or found in ``./jobs`` or
+def resolve_job(job: str, cwd: Path | None = None) -> tuple[str, Job]:
+    """``(spec, job)`` for an entry: a job file made absolute (as given, or found in ``./jobs`` or
     ``$BATCHKIT_JOBS_PATH``, which cron will not have), else the spec as given (``module:attr``, a
-    ready-made job). The job is loaded once, so a broken job is refused now rather than at 3 a.m.;
-    ``name`` is the job's name as history records it."""
+    ready-made job). The job is loaded now, so a broken job is refused now rather than at 3 a.m.;
+    ``job.name`` is the job's name as history records it."""
+    from ..jobs.find import find_job
+
     cwd = cwd or Path.cwd()
     head, sep, attr = job.rpartition(":")
     file, attr = (head, attr) if sep and head.endswith(".py") else (job, "")
     path = Path(file).expanduser()
     candidates = [path if path.is_absolute() else cwd / path]
-    if os.sep not in file and ":" not in file:
+    if os.sep not in file and "/" not in file and ":" not in file:
         dirs = [cwd / "jobs"] + [Path(d) for d in os.environ.get("BATCHKIT_JOBS_PATH", "").split(os.pathsep) if d]
         candidates += [d / (file if file.endswith(".py") else file + ".py") for d in dirs]
     spec = next((str(c.resolve()) + (f":{attr}" if attr else "") for c in candidates if c.is_file()), None)
-    if spec is None and (file.endswith(".py") or os.sep in file):
+    if spec is None and (file.endswith(".py") or os.sep in file or "/" in file):
         raise UsageError(f"job file {file!r} not found; give a path to a job file or a job name")
     spec = spec or job
-    try:
-        from ..jobs.find import find_job
-    except ImportError:  # the job loader is optional here: fall back to the file's name
-        return spec, attr or Path(file).stem.rsplit(":", 1)[-1]
-    return spec, find_job(spec).name
+    return spec, find_job(spec)
 
 
 def explicit_path() -> str:
@@ -137,20 +143,24 @@ def explicit_path() -> str:
     return os.pathsep.join(seen or ["/usr/bin", "/bin"])
 
 
-def build_command(job: str, args: Sequence[str] = (), *, log: str | os.PathLike, cwd: str | os.PathLike | None = None,
-                  home: str | os.PathLike | None = None, python: str | None = None,
-                  path: str | None = None) -> list[str]:
-    """The argv-like parts of an entry's shell command (see :func:`render_command`)."""
+def build_command(job: str, args: Sequence[str] = (), *, log: str | os.PathLike, name: str | None = None,
+                  cwd: str | os.PathLike | None = None, home: str | os.PathLike | None = None,
+                  python: str | None = None, path: str | None = None) -> list[str]:
+    """The argv-like parts of an entry's shell command (see :func:`render_command`); ``name``
+    (the entry's) makes the run record its result for ``cron list``."""
     from ..state.journal import default_home
 
     check_no_secrets(list(args))
-    return ["cd", os.path.abspath(cwd or os.getcwd()), "&&",
-            f"PATH={path or explicit_path()}", f"BATCHKIT_HOME={os.path.abspath(home or default_home())}",
+    env = [f"PATH={path or explicit_path()}", f"BATCHKIT_HOME={os.path.abspath(home or default_home())}"]
+    if name:
+        env.append(f"{ENTRY_VARIABLE}={check_entry_name(name)}")
+    return ["cd", os.path.abspath(cwd or os.getcwd()), "&&", *env,
             os.path.abspath(python or sys.executable), "-m", "batchkit", "run", job, "--quiet", *args,
             ">>", os.path.abspath(log), "2>&1"]
 
 
 _OPERATORS = {"&&", ">>", "2>&1"}
+_ASSIGNMENTS = ("PATH=", "BATCHKIT_HOME=", f"{ENTRY_VARIABLE}=")
 
 
 def render_command(parts: Sequence[str]) -> str:
@@ -159,7 +169,7 @@ def render_command(parts: Sequence[str]) -> str:
     for word in parts:
         if word in _OPERATORS:
             out.append(word)
-        elif word.startswith(("PATH=", "BATCHKIT_HOME=")):
+        elif word.startswith(_ASSIGNMENTS):
             name, value = word.split("=", 1)
             out.append(f"{name}={cron_quote(value)}")
         else:
@@ -195,13 +205,21 @@ class Entry:
         except ValueError:
             return []
 
+    def _assigned(self, variable: str) -> str | None:
+        for word in self.words():
+            if word.startswith(variable + "="):
+                return word.split("=", 1)[1]
+        return None
+
     @property
     def home(self) -> str | None:
         """The ``BATCHKIT_HOME`` the entry pins, if any."""
-        for word in self.words():
-            if word.startswith("BATCHKIT_HOME="):
-                return word.split("=", 1)[1]
-        return None
+        return self._assigned("BATCHKIT_HOME")
+
+    @property
+    def records_results(self) -> bool:
+        """Whether the entry's runs record their results (entries added before batchkit did not)."""
+        return self._assigned(ENTRY_VARIABLE) == self.name
 
 
 def parse_entry(line: str) -> Entry | None:
@@ -271,8 +289,7 @@ class Crontab:
     def add(self, name: str, schedule: str, command: str, *, job: str | None = None,
             replace: bool = False) -> Entry:
         """Install an entry (appended, or in place of the entry ``name`` with ``replace``)."""
-        if not name or any(c.isspace() for c in name) or "#" in name:
-            raise UsageError(f"entry name {name!r} must be one word without '#'")
+        check_entry_name(name)
         line = render_line(validate_schedule(schedule), command, name, job)
         text = self.read()
         lines = text.splitlines(keepends=True)
@@ -308,79 +325,7 @@ class Crontab:
 
 
 def last_result(entry: Entry) -> str:
-    """The entry's last run from history: ``"succeeded 2024-05-01 03:00"``, or ``"never run"``."""
-    from ..state.journal import Journal
-
-    home = entry.home
-    db = Path(home) / "batchkit.db" if home else None
-    if entry.job is None or (db is not None and not db.exists()):
-        return "never run"
-    try:
-        with Journal(db) as journal:
-            runs = journal.runs(job=entry.job, limit=1)
-    except Exception as exc:  # history is a courtesy here: never fail a listing over it
-        return f"unknown ({exc})"
-    if not runs:
-        return "never run"
-    run = runs[0]
-    when = datetime.fromtimestamp(run.get("ended") or run["started"]).strftime("%Y-%m-%d %H:%M")
-    counts = f" ({run['failed']} failed)" if run.get("failed") else ""
-    return f"{run['state']}{counts} {when}"
-
-
-# -- Windows Task Scheduler ---------------------------------------------------------------------------
-
-_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
-_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
-_ALIASES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@weekly": "0 0 * * 0",
-            "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
-
-
-def schtasks_schedule(schedule: str) -> list[str]:
-    """The ``/SC ...`` options of ``schtasks /Create`` for a cron schedule, when there is one."""
-    from croniter import croniter
-
-    text = _ALIASES.get(schedule.strip().lower(), schedule.strip())
-    if text == "@reboot":
-        return ["/SC", "ONSTART"]
-    fields = text.split()
-    (minute, hour, dom, month, dow), _ = croniter.expand(text)
-    star = [f == "*" for f in fields]
-    single_time = len(minute) == 1 and len(hour) == 1 and minute != ["*"] and hour != ["*"]
-    at = f"{hour[0]:02d}:{minute[0]:02d}" if single_time else None
-    if star[1:] == [True] * 4 and fields[0].startswith(("*/", "*")):
-        step = fields[0][2:] if fields[0].startswith("*/") else "1"
-        return ["/SC", "MINUTE", "/MO", step]
-    if star[1:] == [True] * 4 and len(minute) == 1:
-        return ["/SC", "HOURLY", "/ST", f"00:{minute[0]:02d}"]
-    if fields[1].startswith("*/") and star[2:] == [True] * 3 and len(minute) == 1:
-        return ["/SC", "HOURLY", "/MO", fields[1][2:], "/ST", f"00:{minute[0]:02d}"]
-    if at and star[2:] == [True] * 3:
-        return ["/SC", "DAILY", "/ST", at]
-    if at and star[2:4] == [True, True]:
-        return ["/SC", "WEEKLY", "/D", ",".join(_DAYS[d % 7] for d in dow), "/ST", at]
-    if at and star[4] and not star[2] and "L" not in fields[2]:
-        months = [] if star[3] else ["/M", ",".join(_MONTHS[m - 1] for m in month)]
-        return ["/SC", "MONTHLY", *months, "/D", ",".join(str(d) for d in dom), "/ST", at]
-    raise UsageError(f"schedule {schedule!r} has no simple Task Scheduler equivalent; "
-                     "create the task in the Task Scheduler UI, or use a daily/weekly/monthly schedule")
-
-
-def schtasks_command(name: str, schedule: str, job: str, args: Sequence[str], *, log: str,
-                     cwd: str | None = None, python: str | None = None) -> str:
-    """The ``schtasks /Create`` command line (for cmd.exe) equivalent to our crontab entry."""
-    words = [job, *args, str(log), str(cwd or os.getcwd())]
-    if any(c in w for w in words for c in '"%\n'):
-        raise UsageError("arguments with '\"', '%' or a newline cannot be passed safely through "
-                         "schtasks and cmd.exe; use a wrapper .cmd file instead")
-    check_no_secrets(list(args))
-    run = " ".join(_win_quote(w) for w in [python or sys.executable, "-m", "batchkit", "run", job, "--quiet", *args])
-    inner = f"cd /d {_win_quote(cwd or os.getcwd())} && {run} >> {_win_quote(log)} 2>&1"
-    # cmd /s /c "...": cmd strips exactly the outer quotes; schtasks wants inner quotes as \".
-    tr = f'cmd /s /c "{inner}"'.replace('"', '\\"')
-    return " ".join(["schtasks /Create /TN", _win_quote(f"batchkit\\{name}"), f'/TR "{tr}"',
-                     *schtasks_schedule(schedule), "/F"])
-
-
-def _win_quote(word: str) -> str:
-    return f'"{word}"' if not word or any(c in word for c in ' &|<>^()') else word
+    """The entry's last run, as :func:`describe_result` says it (``"never run"`` without one)."""
+    if not entry.records_results:
+        return "not recorded: the entry predates result records; re-add it with --replace"
+    return describe_result(read_result(entry.name, entry.home))

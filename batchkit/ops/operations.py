@@ -40,7 +40,8 @@ from .metrics import write_run_metrics
 from .notify import DEFAULT_TIMEOUT, Courier, check_url
 
 NOTIFY_ON = ("failure", "always")
-CRON_ENTRY_ENV = "BATCHKIT_CRON_ENTRY"  # a cron entry's name, set by the entry itself
+from .lastrun import ENTRY_VARIABLE as CRON_ENTRY_ENV  # noqa: E402 - a cron entry's name, set by the entry
+
 _STATE_WORDS = {"succeeded": "succeeded", "failed": "failed", "interrupted": "was interrupted",
                 "error": "could not run"}
 TEXT_FAILURES = 5  # failures listed in a notification's text (the JSON body has the summary's list)
@@ -73,7 +74,11 @@ class Operations:
         if notify_on not in NOTIFY_ON:
             raise UsageError(f"--notify-on {notify_on!r} is not one of {', '.join(NOTIFY_ON)}")
         self.job = job
-        self.name = (run_name if run_name is not None else os.environ.get(CRON_ENTRY_ENV, "")).strip() or None
+        if run_name is None:  # the cron entry this process runs for (the command took it from the environment)
+            from .lastrun import current_entry
+
+            run_name = current_entry() or os.environ.get(CRON_ENTRY_ENV, "")
+        self.name = run_name.strip() or None
         targets = [notify] if isinstance(notify, str) else list(notify or ())
         self.notify = tuple(check_notify_target(t) for t in targets)
         self.mail_to = [parse_mailto(t) for t in self.notify if is_mailto(t)]

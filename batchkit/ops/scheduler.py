@@ -9,12 +9,19 @@ history like any other. Rules:
   going is skipped (and logged);
 - a run missed while the scheduler was down runs once at start-up, if it was due no longer than
   ``grace`` seconds ago (the last start of each entry is kept in ``$BATCHKIT_HOME/scheduler/``);
-- SIGTERM or SIGINT stops it cleanly: no new runs, the signal is passed on to running jobs (which
-  record what they finished and exit 143 / 130, resumable), and after ``stop_timeout`` seconds
-  any job still running is killed.
+- SIGTERM (a service manager's stop), SIGHUP (a closed terminal) or SIGINT (Ctrl-C) stops it
+  cleanly: no new runs, the signal is passed on to running jobs (which record what they finished
+  and exit 143 / 130, resumable), and after ``stop_timeout`` seconds any job still running is
+  killed. The scheduler then exits 0 after SIGTERM or SIGHUP (a normal stop for a service) and
+  130 after SIGINT (as interactive programs do, so a script that started it sees the Ctrl-C).
 
-Schedules are five cron fields, ``@daily``-style names, six fields (croniter's seconds field,
-last) or ``@every DURATION`` (``@every 10m``: at start-up, then every 10 minutes).
+A line's schedule is five cron fields, always: ``*/15 * * * * cleanup /tmp/spool`` runs
+``cleanup`` every 15 minutes, whatever the sixth word is. Other forms are explicit:
+``@daily``-style names, ``@every DURATION`` (``@every 10m``: at start-up, then every 10
+minutes), or the schedule quoted as one word, which may then have croniter's sixth field for
+seconds (``'*/5 * * * * */2' JOB``: every 2 seconds of every 5th minute). A line whose sixth
+word looks like a seconds field (``* * * * * * JOB``) is refused with that hint rather than
+guessed at.
 """
 
 from __future__ import annotations
@@ -37,9 +44,12 @@ from ..atomic import write_atomic
 from ..errors import UsageError
 from ..units import parse_duration
 from .cron import validate_schedule
+from .lastrun import describe_exit
 
 TICK = 0.2  # how often the loop wakes to reap children and check the clock
-_CRON_FIELD = re.compile(r"^[\d*/,\-?LW#A-Za-z]+$")
+# What a seconds field looks like (no names, unlike the month and weekday fields): used only to
+# explain a refused line, never to read one.
+_SECONDS_FIELD = re.compile(r"^[\d*/,\-]+$")
 
 
 @dataclass
@@ -91,7 +101,11 @@ class Entry:
 
 
 def parse_line(line: str, where: str = "") -> Entry | None:
-    """An :class:`Entry` from ``SCHEDULE JOB [ARGS]`` (``None`` for blank and ``#`` lines)."""
+    """An :class:`Entry` from ``SCHEDULE JOB [ARGS]`` (``None`` for blank and ``#`` lines).
+
+    SCHEDULE is five cron fields, ``@name``, ``@every DURATION``, or one quoted word (five
+    fields, or six with croniter's seconds field last); see the module docstring.
+    """
     try:
         words = shlex.split(line, comments=True)
     except ValueError as exc:
@@ -100,12 +114,13 @@ def parse_line(line: str, where: str = "") -> Entry | None:
         return None
     if words[0] == "@every":
         schedule, rest = " ".join(words[:2]), words[2:]
-    elif words[0].startswith("@"):
-        schedule, rest = words[0], words[1:]
+    elif words[0].startswith("@") or len(words[0].split()) > 1:
+        schedule, rest = words[0], words[1:]  # a name, or the whole schedule quoted as one word
     else:
-        # Five cron fields, or six when the sixth also reads as a field (croniter's seconds).
-        n = 6 if len(words) > 6 and _CRON_FIELD.match(words[5]) and not words[5].endswith(".py") else 5
-        schedule, rest = " ".join(words[:n]), words[n:]
+        schedule, rest = " ".join(words[:5]), words[5:]
+        if len(words) > 6 and _SECONDS_FIELD.match(words[5]):
+            raise UsageError(f"{where}{words[5]!r} after five cron fields would be the job; for a seconds "
+                             f"field, quote the six-field schedule: '{' '.join(words[:6])}' {shlex.join(words[6:])}")
     try:
         return Entry(schedule, rest)
     except UsageError as exc:
@@ -170,26 +185,25 @@ class Scheduler:
             write_atomic(self.state_dir / key, repr(when))
 
     def stop(self, signum: int | None = None) -> None:
-        """Ask the loop to stop: no new runs; running jobs get ``signum`` (default SIGTERM)."""
+        """Ask the loop to stop: no new runs; running jobs get SIGINT after a SIGINT, else SIGTERM."""
         if not self.stopped:
             self.stopped, self.signum = True, signum
-            self._pass_on(signum or signal.SIGTERM)
+            self._pass_on()
 
-    def _pass_on(self, signum: int) -> None:
+    def _pass_on(self) -> None:
+        # SIGHUP is passed on as SIGTERM: the jobs' clean stop is defined for SIGINT and SIGTERM.
+        signum = signal.SIGINT if self.signum == signal.SIGINT else signal.SIGTERM
         for e in self.entries:
             # Once only: a second SIGINT would make a job stop at once instead of cleanly.
             if e.proc is not None and not e.signalled and e.proc.poll() is None:
                 e.signalled = True
-                try:
-                    os.killpg(e.proc.pid, signum)
-                except ProcessLookupError:
-                    pass
+                _signal_job(e.proc, signum)
 
     def run(self) -> int:
-        """Loop until stopped; returns 143 after SIGTERM, 130 after SIGINT, 0 after :meth:`stop`."""
+        """Loop until stopped; returns 130 after SIGINT, else 0 (SIGTERM, SIGHUP, :meth:`stop`)."""
         handlers = {}
         try:
-            for s in (signal.SIGTERM, signal.SIGINT):
+            for s in STOP_SIGNALS:
                 handlers[s] = signal.signal(s, lambda signum, frame: self.stop(signum))
         except ValueError:
             pass  # not the main thread: rely on stop()
@@ -198,7 +212,9 @@ class Scheduler:
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
-        return 128 + self.signum if self.signum else 0
+        # A service manager's stop (SIGTERM) is the normal end of a scheduler: exit 0, or systemd
+        # and docker would report every stop as a failure. Ctrl-C reads as an interruption.
+        return 130 if self.signum == signal.SIGINT else 0
 
     def _loop(self) -> None:
         state = self._load()
@@ -233,7 +249,7 @@ class Scheduler:
     def _start(self, e: Entry, now: float) -> None:
         try:
             # Own process group: a Ctrl-C in the terminal reaches the job once, through us.
-            e.proc = subprocess.Popen(self.command(e), start_new_session=True)
+            e.proc = subprocess.Popen(self.command(e), **_OWN_GROUP)
         except OSError as exc:
             self._say(f"{e.name}: could not start: {exc}")
             return
@@ -245,16 +261,13 @@ class Scheduler:
     def _reap(self, e: Entry) -> None:
         if e.proc is None or e.proc.poll() is None:
             return
-        code = e.proc.returncode
-        what = {0: "succeeded", 1: "finished with failed items", 75: "skipped: another run holds the lock",
-                2: "usage error", 3: "could not run"}.get(code, f"exit {code}")
-        self._say(f"{e.name}: {what} (exit {code}) after {time.time() - e.started:.1f}s")
+        self._say(f"{e.name}: {describe_exit(e.proc.returncode)} after {time.time() - e.started:.1f}s")
         e.proc = None
 
     def _shutdown(self) -> None:
-        self._pass_on(self.signum or signal.SIGTERM)  # a job started while the signal arrived
+        self._pass_on()  # a job started while the signal arrived
         running = [e for e in self.entries if e.proc is not None and e.proc.poll() is None]
-        name = signal.Signals(self.signum).name if self.signum else "stop"
+        name = _signal_name(self.signum) if self.signum else "stop"
         self._say(f"{name}: stopping" + (f"; waiting for {len(running)} running job(s)" if running else ""))
         deadline = time.monotonic() + self.stop_timeout
         for e in running:
@@ -262,7 +275,44 @@ class Scheduler:
                 e.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self._say(f"{e.name}: still running after {self.stop_timeout:g}s; killing it")
-                os.killpg(e.proc.pid, signal.SIGKILL)
+                _kill_job(e.proc)
                 e.proc.wait()
         for e in self.entries:
             self._reap(e)
+
+
+# The signals that stop the scheduler; SIGHUP does not exist on Windows.
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None)
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+if hasattr(os, "killpg"):
+    _OWN_GROUP: dict = {"start_new_session": True}
+
+    def _signal_job(proc: subprocess.Popen, signum: int) -> None:
+        try:
+            os.killpg(proc.pid, signum)  # the job and its workers
+        except ProcessLookupError:
+            pass
+
+    def _kill_job(proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+else:  # Windows: no process groups to signal; a console process group receives CTRL_BREAK instead
+    _OWN_GROUP = {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+
+    def _signal_job(proc: subprocess.Popen, signum: int) -> None:
+        try:
+            proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+
+    def _kill_job(proc: subprocess.Popen) -> None:
+        proc.kill()
