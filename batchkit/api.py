@@ -48,10 +48,15 @@ def raise_for(result: RunResult) -> None:
     error = result.error
     if error is None:
         return
-    if isinstance(error, KeyboardInterrupt) and result.run_id is not None:
+    hint_resume(result)
+    raise error
+
+
+def hint_resume(result: RunResult | None) -> None:
+    """Tell a Python user how to continue a journaled run that a stop ended."""
+    if result is not None and isinstance(result.error, KeyboardInterrupt) and result.run_id is not None:
         print(f"batchkit: run {result.run_id} {result.message}; what finished is recorded: "
               "run it again with resume=True to continue", file=sys.stderr, flush=True)
-    raise error
 
 
 def run(fn: Callable[[Any], Any], items: Iterable[Any], *, backend: Any = "process", workers: int | None = None,
@@ -107,8 +112,12 @@ class Outcomes:
         self._gen = self._outcomes()
 
     def _outcomes(self) -> Iterator[Outcome]:
-        for chunk in self._chunks:
-            yield from chunk.outcomes()
+        try:
+            for chunk in self._chunks:
+                yield from chunk.outcomes()
+        except KeyboardInterrupt:
+            hint_resume(self._run.result)
+            raise
 
     def __iter__(self) -> Outcomes:
         return self

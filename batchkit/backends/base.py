@@ -17,7 +17,10 @@ re-running halves of the chunk, and a timeout is recorded by a watchdog thread i
 from __future__ import annotations
 
 import concurrent.futures as cf
-from typing import Any, Callable
+import contextlib
+import signal
+import threading
+from typing import Any, Callable, Iterator
 
 
 class Backend:
@@ -103,3 +106,23 @@ def ignore_stop_signals() -> None:
                 signal.signal(signum, signal.SIG_IGN)
             except (OSError, ValueError):
                 pass
+
+
+@contextlib.contextmanager
+def hangup_ignored() -> Iterator[None]:
+    """Start helper processes (resource trackers, pools) with SIGHUP ignored.
+
+    loky's and multiprocessing's resource trackers ignore SIGINT and SIGTERM but not SIGHUP: a
+    closed terminal would kill them with the run, and their relaunched copies print tracebacks.
+    A signal set to "ignore" stays ignored across exec, so helpers started inside this block keep
+    it. (A SIGHUP arriving in these few milliseconds is lost; the run's own handler is restored.)
+    """
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(hup, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(hup, previous)

@@ -8,7 +8,7 @@ import os
 from typing import Any, Callable
 
 from ..errors import BackendError, UsageError, WorkerCrashed
-from .base import Backend, failed_future, ignore_stop_signals, relay
+from .base import Backend, failed_future, hangup_ignored, ignore_stop_signals, relay
 
 
 def _import_distributed() -> Any:
@@ -93,7 +93,11 @@ class DaskBackend(Backend):
                 saved = dict(os.environ)
                 self._main = _MainNotReimported()
                 try:
-                    self._cluster = distributed.LocalCluster(**kwargs)
+                    from multiprocessing import resource_tracker
+
+                    with hangup_ignored():
+                        resource_tracker.ensure_running()
+                        self._cluster = distributed.LocalCluster(**kwargs)
                 finally:
                     os.environ.clear()
                     os.environ.update(saved)

@@ -71,10 +71,13 @@ _busy: set = set()
 
 def _new_pool(workers: int) -> Any:
     from loky import ProcessPoolExecutor
+    from loky.backend import resource_tracker
 
-    from .base import ignore_stop_signals
+    from .base import hangup_ignored, ignore_stop_signals
 
-    executor = ProcessPoolExecutor(max_workers=workers, timeout=IDLE_TIMEOUT, initializer=ignore_stop_signals)
+    with hangup_ignored():
+        resource_tracker.ensure_running()
+        executor = ProcessPoolExecutor(max_workers=workers, timeout=IDLE_TIMEOUT, initializer=ignore_stop_signals)
     with _lock:
         _busy.add(executor)
     return executor
