@@ -123,10 +123,19 @@ class FileWalk:
             if self._wanted_file(root, name, name, None):
                 yield root
             return
+        yield from self._walk(root, "")
+
+    def _walk(self, top: str, rel_top: str) -> Iterator[str]:
+        """The wanted files under directory ``top``, whose path relative to the root is
+        ``rel_top`` (``""`` for the root itself, else ending with ``/``)."""
         follow = self.follow_symlinks
         seen: set[tuple[int, int]] = set()
         if follow:
-            st = os.stat(root)
+            try:
+                st = os.stat(top)
+            except OSError as exc:  # a directory that a watch saw appear may be gone again
+                self._error(top, exc)
+                return
             seen.add((st.st_dev, st.st_ino))
         hidden, recursive, exclude = self.hidden, self.recursive, self.exclude
         accept_all = self._accept_all
@@ -134,7 +143,7 @@ class FileWalk:
         need_rel = any("/" in p for p in self.include + self.exclude)
         # Depth first, in name order, descending into a directory when it is met, as `find`
         # does: a stack of (iterator over a directory's sorted entries, its relative path).
-        stack = [(self._entries(root), "")]
+        stack = [(self._entries(top), rel_top if need_rel else "")]
         while stack:
             entries, rel_dir = stack[-1]
             for entry in entries:
@@ -192,6 +201,10 @@ class FileWalk:
             st = entry.stat(follow_symlinks=self.follow_symlinks) if entry else os.stat(path)
         except OSError:
             return False
+        return self._wanted_stat(st)
+
+    def _wanted_stat(self, st: os.stat_result) -> bool:
+        """The size and age filters."""
         if self.min_size is not None and st.st_size < self.min_size:
             return False
         if self.max_size is not None and st.st_size > self.max_size:
@@ -206,7 +219,8 @@ class FileWalk:
 def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (), recursive: bool = True,
           follow_symlinks: bool = False, hidden: bool = True, min_size: int | str | None = None,
           max_size: int | str | None = None, newer_than: When = None, older_than: When = None,
-          as_str: bool = False) -> FileWalk:
+          as_str: bool = False, *, watch: bool = False, settle: float | str = 2.0,
+          poll: bool | float | str = False, ignore: Patterns = None) -> FileWalk:
     """The files under ``root``, lazily, as ``Path`` objects (depth first, in name order).
 
     ``include`` / ``exclude``: glob patterns (one or a list) matched against the file name, or
@@ -217,7 +231,21 @@ def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = 
     a ``datetime`` or an age (``"7d"``, a ``timedelta``, seconds). ``as_str=True`` yields path
     strings instead of ``Path`` objects: building a ``Path`` costs more than hashing a small file.
 
+    ``watch=True`` makes an endless source of complete file versions instead: the files present
+    now, then each file that arrives or changes, once its size and mtime have not changed for
+    ``settle`` seconds; temporary names (``ignore``, by default ``*.part``, ``*.tmp``, ``.~*``
+    and names starting with ``.``) are skipped; ``poll=True`` (or a number of seconds) polls
+    instead of using the OS's events, for network filesystems. See
+    :class:`~batchkit.sources.watch.FileWatch`.
+
     >>> report = bk.run(checksum, bk.files("/data", include="*.csv", older_than="1d"))
     """
+    if watch:
+        from .watch import FileWatch
+
+        return FileWatch(root, include, exclude, recursive, follow_symlinks, hidden, min_size, max_size,
+                         newer_than, older_than, as_str, settle=settle, poll=poll, ignore=ignore)
+    if settle != 2.0 or poll is not False or ignore is not None:
+        raise UsageError("settle=, poll= and ignore= only apply to a watch: add watch=True")
     return FileWalk(root, include, exclude, recursive, follow_symlinks, hidden,
                     min_size, max_size, newer_than, older_than, as_str)

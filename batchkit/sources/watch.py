@@ -1,0 +1,523 @@
+"""Watching a directory: :class:`FileWatch`, an endless source of complete file versions.
+
+``bk.files(root, watch=True)`` yields the files present at start (the same walk, filters and
+order as ``bk.files``), then every file that arrives or changes, each *version* (path, size,
+mtime) once. A version is yielded only when it is complete:
+
+- **settled**: its size and mtime were seen unchanged ``settle`` seconds apart (a writer that
+  pauses for less than that between pieces is still writing); a file whose mtime is already
+  older than ``settle`` plus :data:`CLOCK_MARGIN` seconds is complete on sight, so a backlog of
+  old files streams out at walk speed (the margin covers a file server whose clock is behind
+  ours: a file being written always carries a recent mtime);
+- **not temporary**: names matching ``ignore`` (by default ``*.part``, ``*.tmp``, ``.~*`` and
+  names starting with ``.``, as written by browsers, rsync, curl, office suites) are skipped,
+  directories too, so a file renamed into place is seen once, under its final name.
+
+A file changed after it was yielded is yielded again as a new version; a version already
+yielded is never yielded again by the same iteration (events about it, e.g. a chmod, are
+ignored). The journal keys a version by :attr:`FileVersion.key`, so a restarted run skips the
+versions an earlier one finished and redoes only what changed. A job that writes into the
+watched tree makes new versions there: write elsewhere, or under an ignored name.
+
+**Why watchfiles** (and not watchdog): its Rust core (the ``notify`` crate) gives a blocking,
+thread-free API — ``RustNotify.watch(debounce, step, timeout, stop_event)`` waits in the
+calling thread and returns within ``step`` ms of ``stop_event`` being set — where watchdog
+delivers events through callbacks on its own Python threads that we would have to queue and
+join. Its OS reader thread drains inotify continuously into a de-duplicated set, so the
+kernel queue rarely overflows however slowly we consume; it polls on request
+(``force_polling``) and falls back to polling when inotify is missing; it is actively
+maintained, with abi3 wheels for Linux, macOS and Windows on every CPython from 3.9 (watchdog 7
+needs 3.11). Its one gap: an inotify overflow is dropped silently (watchfiles issue #348), so
+we rescan the whole tree every :data:`RESCAN_EVERY` seconds (at most :data:`RESCAN_SHARE` of
+the time), after any watcher error, and walk every new directory ourselves (files created in
+it before its OS watch was added would otherwise be missed).
+
+**Stopping**: :meth:`FileWatch.close` (or the iterator's ``close()``), from any thread or a
+signal handler, makes a blocked ``next()`` raise ``StopIteration`` within :data:`STEP_MS` ms;
+the OS watcher is released then, and no thread is left behind. Idle, the wait wakes every
+``STEP_MS`` ms to look for events and ``close()``: no busy loop.
+
+**Identity** (``repr``, the journal's name for the input): ``files(ROOT, <filters>, watch=True)``,
+not the plain walk's. A watch keys items by version and a plain run by path, so one run could
+not use the other's finished items anyway, and a watch resuming an interrupted plain run's
+record (or the reverse) would mix the two kinds of keys in one record. ``settle`` and ``poll``
+are not part of it: they change when a version is yielded, not which, so a restart with
+another ``--settle`` still skips what is done.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import stat
+import threading
+import time
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+from ..errors import UsageError
+from ..units import parse_duration
+from .files import FileWalk, Patterns, When, _matches, _patterns
+
+log = logging.getLogger("batchkit.watch")
+
+#: Names skipped by default: partial downloads, temporary files, office lock files, dot-files.
+TEMP_NAMES = ("*.part", "*.tmp", ".~*", ".*")
+#: How often a wait looks for events and ``close()``, in ms: the bound on how long close() takes.
+STEP_MS = 50
+#: The longest a burst of events is gathered before it is looked at, in ms.
+DEBOUNCE_MS = 200
+#: Seconds beyond ``settle``: a file last modified longer ago than both is complete on sight.
+CLOCK_MARGIN = 60.0
+#: Seconds between rescans of the whole tree (insurance against lost events) ...
+RESCAN_EVERY = 60.0
+#: ... stretched so that rescanning takes at most this share of the time on a large tree.
+RESCAN_SHARE = 0.01
+#: Seconds between polls with ``poll=True`` (and when OS events cannot be had).
+POLL_EVERY = 1.0
+
+_ConcretePath = type(Path())
+
+
+def version_key(path: str, size: int | None, mtime_ns: int | None) -> str:
+    """A file version's key in the journal: ``PATH@SIZE:MTIME_NS``; the path alone without a version.
+
+    The suffix holds only digits and ``:``, so the last ``@`` always starts it, whatever the path holds.
+    """
+    if size is None or mtime_ns is None:
+        return path
+    return f"{path}@{size}:{mtime_ns}"
+
+
+class FileVersion(str):
+    """One version of a file, as a watch yields it with ``as_str=True``: the path itself (a
+    ``str``), plus ``size`` and ``mtime_ns`` as seen when it was complete, and :attr:`key`."""
+
+    size: int
+    mtime_ns: int
+
+    def __new__(cls, path: str, size: int, mtime_ns: int) -> FileVersion:
+        self = super().__new__(cls, path)
+        self.size = size
+        self.mtime_ns = mtime_ns
+        return self
+
+    @property
+    def key(self) -> str:
+        """The version's identity in the journal (see :func:`version_key`)."""
+        return version_key(str(self), self.size, self.mtime_ns)
+
+    def __reduce__(self) -> tuple:
+        # Travels to process and Dask workers with its version.
+        return FileVersion, (str(self), self.size, self.mtime_ns)
+
+
+class PathVersion(_ConcretePath):  # type: ignore[misc, valid-type]
+    """One version of a file, as a watch yields it by default: a ``Path``, plus ``size``,
+    ``mtime_ns`` and :attr:`key` (``None`` / the path alone on paths derived from it)."""
+
+    size: int | None = None
+    mtime_ns: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The version's identity in the journal (see :func:`version_key`)."""
+        return version_key(os.fspath(self), self.size, self.mtime_ns)
+
+    def with_segments(self, *args: Any) -> Path:
+        # Python >= 3.12: paths derived from a version (parent, joinpath, ...) are plain paths.
+        return Path(*args)
+
+    def __reduce__(self) -> tuple:
+        return _path_version, (os.fspath(self), self.size, self.mtime_ns)
+
+
+def _path_version(path: str, size: int | None, mtime_ns: int | None) -> PathVersion:
+    p = PathVersion(path)
+    p.size, p.mtime_ns = size, mtime_ns
+    return p
+
+
+def _poll_interval(poll: bool | float | str | None) -> float | None:
+    if poll is None or poll is False:
+        return None
+    if poll is True:
+        return POLL_EVERY
+    seconds = parse_duration(poll)
+    if seconds <= 0:
+        raise UsageError(f"poll={poll!r}: use True or a number of seconds > 0 between polls")
+    return seconds
+
+
+class FileWatch(FileWalk):
+    """An endless source of complete file versions under ``root``: what
+    ``bk.files(root, ..., watch=True)`` returns (see the module docstring for the rules).
+
+    Iterating it yields :class:`PathVersion` objects (:class:`FileVersion` strings with
+    ``as_str=True``) until :meth:`close`. Unreadable directories are logged once and listed in
+    ``errors``, as with :class:`FileWalk`; :meth:`paths` is the plain walk of what is there now.
+
+    >>> with bk.files("/incoming", include="*.csv", watch=True, settle=5) as incoming:
+    ...     for path in incoming:          # blocks until the next file is complete
+    ...         load(path)
+    """
+
+    def __init__(self, root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (),
+                 recursive: bool = True, follow_symlinks: bool = False, hidden: bool = True,
+                 min_size: int | str | None = None, max_size: int | str | None = None,
+                 newer_than: When = None, older_than: When = None, as_str: bool = False, *,
+                 settle: float | str = 2.0, poll: bool | float | str | None = False,
+                 ignore: Patterns = None) -> None:
+        super().__init__(root, include, exclude, recursive, follow_symlinks, hidden, min_size, max_size,
+                         newer_than, older_than, as_str)
+        if not os.path.isdir(self.root):
+            raise UsageError(f"{self.root}: not a directory; a watch needs a directory to watch")
+        self.settle = parse_duration(settle)
+        self.poll = _poll_interval(poll)
+        self.ignore = TEMP_NAMES if ignore is None else _patterns(ignore)
+        self._identity = self._describe()
+        # The ignored names become filters: ".*" is exactly what hidden=False skips (and cheaper
+        # than a pattern), the others prune like `exclude`.
+        rest = self.ignore
+        if ".*" in rest:
+            self.hidden = False
+            rest = tuple(p for p in rest if not p.startswith("."))  # all covered by ".*"
+        self.exclude = self.exclude + tuple(p for p in rest if p not in self.exclude)
+        self._accept_all = self._accept_all and not self.exclude
+        self._closed = False
+        self._live: weakref.WeakSet[_Watching] = weakref.WeakSet()
+
+    def _describe(self) -> str:
+        opts = {"include": self.include, "exclude": self.exclude, "recursive": self.recursive,
+                "follow_symlinks": self.follow_symlinks, "hidden": self.hidden, "min_size": self.min_size,
+                "max_size": self.max_size}
+        shown = [f"{k}={v!r}" for k, v in opts.items() if v not in ((), None)]
+        shown.append("watch=True")
+        if self.ignore != TEMP_NAMES:
+            shown.append(f"ignore={self.ignore!r}")
+        return f"files({os.path.abspath(self.root)!r}, {', '.join(shown)})"
+
+    def __repr__(self) -> str:
+        # The watch's identity in the journal: everything that changes which versions it yields.
+        return self._identity
+
+    def __iter__(self) -> Iterator[Union[PathVersion, FileVersion]]:  # type: ignore[override]
+        if self._closed:
+            return iter(())
+        it = _Watching(self)
+        self._live.add(it)
+        return it
+
+    def close(self) -> None:
+        """Stop watching: every iteration in progress ends (a blocked ``next()`` raises
+        ``StopIteration`` within :data:`STEP_MS` ms), and later ones yield nothing.
+        Safe from any thread and from a signal handler; safe to call twice."""
+        self._closed = True
+        for it in list(self._live):
+            it.close()
+
+    def __enter__(self) -> FileWatch:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _version(self, path: str, size: int, mtime_ns: int) -> PathVersion | FileVersion:
+        if self.as_str:
+            return FileVersion(path, size, mtime_ns)
+        return _path_version(path, size, mtime_ns)
+
+    def _error(self, path: str, exc: OSError) -> None:
+        # Rescans meet the same unreadable directory again: log and list it once.
+        if (path, exc.strerror or str(exc)) not in self.errors:
+            super()._error(path, exc)
+
+    def _wanted_path(self, rel: str, is_dir: bool) -> bool:
+        """Whether the walk would yield (or enter) the entry at ``rel`` (relative to the root, ``/``-separated)."""
+        parts = rel.split("/")
+        if not self.recursive and (is_dir or len(parts) > 1):
+            return False
+        hidden, exclude = self.hidden, self.exclude
+        dirs = parts if is_dir else parts[:-1]
+        for i, name in enumerate(dirs):
+            if not hidden and name[:1] == ".":
+                return False
+            if exclude and _matches(exclude, name, "/".join(parts[:i + 1])):
+                return False
+        if is_dir:
+            return True
+        name = parts[-1]
+        if not hidden and name[:1] == ".":
+            return False
+        return _matches(self.include, name, rel) and not (exclude and _matches(exclude, name, rel))
+
+
+class _Watching:
+    """One iteration of a :class:`FileWatch`: what ``iter(watch)`` returns.
+
+    Everything runs in the thread that calls ``next()``: the initial walk, the settling of
+    pending files, and waiting for the OS watcher (which owns its own native reader thread,
+    released on stop). State: ``pending`` (path -> size, mtime_ns, deadline) holds files seen
+    but not yet settled, ordered by deadline in the ``due`` heap (stale heap entries are skipped);
+    ``done`` (path -> size, mtime_ns) holds the version last yielded per path, forgotten when
+    the file goes away, so memory follows the files present, not the files ever seen.
+    """
+
+    def __init__(self, watch: FileWatch) -> None:
+        self._w = watch
+        self._stop = threading.Event()
+        self._busy = threading.Lock()  # held while next() runs
+        self._root = os.fspath(watch.root)
+        self._prefix = os.path.join(self._root, "")
+        real = os.path.join(os.path.realpath(self._root), "")
+        self._real_prefix = real if real != self._prefix else None  # some OS watchers report real paths
+        self._follow = watch.follow_symlinks
+        self._check_stat = not (watch.min_size is None and watch.max_size is None
+                                and watch.newer_than is None and watch.older_than is None)
+        self._trust_ns = int((watch.settle + CLOCK_MARGIN) * 1e9)
+        self._ready: deque = deque()
+        self._pending: dict[str, tuple[int, int, float]] = {}
+        self._due: list[tuple[float, str]] = []
+        self._done: dict[str, tuple[int, int]] = {}
+        self._scans: deque[Iterator[None]] = deque()
+        self._rescan_at = math.inf
+        self._failures: dict[str, int] = {}
+        # The OS watcher starts before the walk, so nothing written meanwhile is missed.
+        self._notify: Any = self._start_notify()
+        self._scans.append(self._scan(self._root, "", full=True))
+
+    # -- the iterator protocol ---------------------------------------------------------------
+
+    def __iter__(self) -> _Watching:
+        return self
+
+    def __next__(self) -> PathVersion | FileVersion:
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("a watch is read by one thread at a time")
+        try:
+            item = self._next()
+            if item is None:
+                self._release()
+        finally:
+            self._busy.release()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop: a ``next()`` blocked in another thread raises ``StopIteration`` within ``STEP_MS`` ms."""
+        self._stop.set()
+        if self._busy.acquire(blocking=False):  # nobody inside next(): release here
+            try:
+                self._release()
+            finally:
+                self._busy.release()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _release(self) -> None:
+        notify, self._notify = self._notify, None
+        if notify is not None:
+            notify.close()  # stops the native reader thread
+        for scan in self._scans:
+            scan.close()
+        self._scans.clear()
+        self._ready.clear()
+        self._pending.clear()
+        self._due.clear()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _next(self) -> PathVersion | FileVersion | None:
+        """The next complete version, waiting as long as it takes; ``None`` once stopped."""
+        stop = self._stop
+        while not stop.is_set():
+            if self._ready:
+                return self._ready.popleft()
+            if self._scans:
+                if next(self._scans[0], StopIteration) is StopIteration:
+                    self._scans.popleft()
+                continue
+            now = time.monotonic()
+            if self._due and self._due[0][0] <= now:
+                self._settle(now)
+                continue
+            if now >= self._rescan_at:
+                self._rescan_at = math.inf
+                self._scans.append(self._scan(self._root, "", full=True))
+                continue
+            wake = min(self._due[0][0] if self._due else math.inf, self._rescan_at)
+            self._wait(min(wake - now, 3600.0))
+        return None
+
+    def _wait(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for events (or close()) and take in what they report."""
+        from watchfiles._rust_notify import WatchfilesRustInternalError
+
+        try:
+            raw = self._notify.watch(DEBOUNCE_MS, STEP_MS, max(1, math.ceil(seconds * 1000)), self._stop)
+        except WatchfilesRustInternalError as exc:
+            self._watcher_failed(str(exc))
+            return
+        if raw == "signal":  # a signal handler raised (SIGINT's default): watchfiles swallowed it
+            raise KeyboardInterrupt
+        if isinstance(raw, set):
+            self._changes({path for _, path in raw}, {path for change, path in raw if change == 1})
+
+    def _changes(self, paths: set[str], added: set[str]) -> None:
+        """Look at each path an event named, whatever the event: a batch is an unordered set,
+        so "deleted" and "added" for one path cannot be told apart in time; the file system can."""
+        for path in paths:
+            local = self._local(path)
+            if local is None:
+                continue
+            rel = local[len(self._prefix):]
+            if os.sep != "/":
+                rel = rel.replace(os.sep, "/")
+            try:
+                st = os.stat(local, follow_symlinks=self._follow)
+            except OSError:
+                self._forget(local)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                # A new directory (made here or moved in): walk it, since files made in it
+                # before the OS watcher followed it have no events of their own.
+                if path in added and self._w._wanted_path(rel, True):
+                    self._scans.append(self._scan(local, rel + "/", full=False))
+            elif self._w._wanted_path(rel, False):
+                self._consider(local, st)
+
+    def _local(self, path: str) -> str | None:
+        if path.startswith(self._prefix):
+            return path if len(path) > len(self._prefix) else None
+        if self._real_prefix is not None and path.startswith(self._real_prefix):
+            return self._prefix + path[len(self._real_prefix):]
+        return None
+
+    # -- deciding when a file is complete ---------------------------------------------------
+
+    def _consider(self, path: str, st: os.stat_result | None = None) -> None:
+        """A wanted file was seen (by a walk or an event): yield it, wait for it, or ignore it."""
+        if st is None:
+            try:
+                st = os.stat(path, follow_symlinks=self._follow)
+            except OSError:
+                self._forget(path)
+                return
+        if not stat.S_ISREG(st.st_mode) or (self._check_stat and not self._w._wanted_stat(st)):
+            self._pending.pop(path, None)
+            return
+        version = (st.st_size, st.st_mtime_ns)
+        if self._done.get(path) == version:
+            self._pending.pop(path, None)
+            return
+        entry = self._pending.get(path)
+        if entry is not None and entry[:2] == version:
+            return  # already waiting for this version to settle
+        if time.time_ns() - st.st_mtime_ns >= self._trust_ns:
+            self._emit(path, version)
+        else:
+            self._wait_for(path, version, time.monotonic())
+
+    def _wait_for(self, path: str, version: tuple[int, int], now: float) -> None:
+        deadline = now + self._w.settle
+        self._pending[path] = (version[0], version[1], deadline)
+        heapq.heappush(self._due, (deadline, path))
+
+    def _settle(self, now: float) -> None:
+        """Look again at every pending file whose deadline has come: unchanged means complete."""
+        while self._due and self._due[0][0] <= now:
+            deadline, path = heapq.heappop(self._due)
+            entry = self._pending.get(path)
+            if entry is None or entry[2] != deadline:
+                continue  # forgotten, or seen changing since: a later heap entry stands for it
+            try:
+                st = os.stat(path, follow_symlinks=self._follow)
+            except OSError:
+                del self._pending[path]
+                continue
+            if not stat.S_ISREG(st.st_mode) or (self._check_stat and not self._w._wanted_stat(st)):
+                del self._pending[path]
+                continue
+            version = (st.st_size, st.st_mtime_ns)
+            if version == entry[:2]:
+                del self._pending[path]
+                self._emit(path, version)
+            else:
+                self._wait_for(path, version, now)
+
+    def _emit(self, path: str, version: tuple[int, int]) -> None:
+        self._done[path] = version
+        self._ready.append(self._w._version(path, *version))
+
+    def _forget(self, path: str) -> None:
+        self._pending.pop(path, None)
+        self._done.pop(path, None)
+
+    # -- walking -----------------------------------------------------------------------------
+
+    def _scan(self, top: str, rel_top: str, full: bool) -> Iterator[None]:
+        """Walk ``top`` and consider every wanted file in it; pauses (yields) whenever a version
+        is ready, and every 256 files so close() is heard. A full scan also forgets the files
+        gone without an event, and sets when the next one is due."""
+        walk = self._w
+        seen: set[str] | None = set() if full else None
+        errors = len(walk.errors)
+        cpu = 0.0
+        mark = time.thread_time()
+        n = 0
+        for path in walk._walk(top, rel_top):
+            n += 1
+            if seen is not None:
+                seen.add(path)
+            self._consider(path)
+            if self._ready or not n & 255:
+                cpu += time.thread_time() - mark
+                yield
+                mark = time.thread_time()
+        cpu += time.thread_time() - mark
+        if seen is not None:
+            if len(walk.errors) == errors:  # a directory we could not read hides files, not deletions
+                for path in [p for p in self._done if p not in seen]:
+                    del self._done[path]
+            self._rescan_at = time.monotonic() + max(RESCAN_EVERY, cpu / RESCAN_SHARE)
+
+    # -- the OS watcher ----------------------------------------------------------------------
+
+    def _start_notify(self) -> Any:
+        try:
+            from watchfiles._rust_notify import RustNotify
+        except ImportError:
+            raise UsageError("watching a directory needs the watchfiles package: pip install watchfiles") from None
+        poll = self._w.poll
+        args = (self._w.recursive,)
+        if poll is not None:
+            return RustNotify([self._root], False, True, int(poll * 1000), *args, True)
+        try:
+            return RustNotify([self._root], False, False, int(POLL_EVERY * 1000), *args, False)
+        except PermissionError as exc:
+            # An unreadable directory below the root: watch the rest; rescans report it.
+            log.warning("cannot watch part of %s (%s); the rest is watched", self._root, exc)
+            return RustNotify([self._root], False, False, int(POLL_EVERY * 1000), *args, True)
+        except OSError as exc:
+            # E.g. inotify's limit on watches (fs.inotify.max_user_watches) is reached.
+            log.warning("cannot watch %s for events (%s); polling every %g s instead", self._root, exc, POLL_EVERY)
+            return RustNotify([self._root], False, True, int(POLL_EVERY * 1000), *args, True)
+
+    def _watcher_failed(self, message: str) -> None:
+        """The OS watcher reported an error (it then reports it forever): start a new one and
+        rescan, since events may have been lost. Each failure costs a second, never a spin."""
+        count = self._failures[message] = self._failures.get(message, 0) + 1
+        if count == 1:
+            log.warning("watching %s: %s; watching again and rescanning", self._root, message)
+        notify, self._notify = self._notify, None
+        notify.close()
+        if self._stop.wait(1.0):
+            return
+        self._notify = self._start_notify()
+        self._scans.append(self._scan(self._root, "", full=True))
