@@ -4,6 +4,7 @@ on the process backend, and stopped by real signals. Bounded in time; settle is 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -83,6 +84,33 @@ def complete_versions(manifest) -> tuple[set[tuple[str, int]], dict[str, int]]:
         complete.add((rel, int(size)))
         final[rel] = int(size)
     return complete, final
+
+
+class Lines:
+    """A process's output lines, read by a thread so each wait can be bounded."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.queue.put(line.strip())
+        self.queue.put(None)  # end of output
+
+    def next(self, timeout: float = 15.0) -> str | None:
+        """The next line ("" if none comes within ``timeout``; None at the end of the output)."""
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return ""
+
+    def rest(self, timeout: float = 15.0) -> list[str]:
+        """Every line up to the end of the output."""
+        out = []
+        while (line := self.next(timeout)) not in (None, ""):
+            out.append(line)
+        return out
 
 
 def wait_until(predicate, timeout: float = 30.0) -> bool:
@@ -179,14 +207,72 @@ MAIN_THREAD = textwrap.dedent("""
 def test_a_signal_stops_a_watch_waiting_in_the_main_thread(tmp_path, sig, mode, code, last):
     proc = subprocess.Popen([sys.executable, "-c", MAIN_THREAD, str(tmp_path), mode], stdout=subprocess.PIPE,
                             text=True, env=python_env())
+    lines = Lines(proc)
     try:
-        assert proc.stdout.readline().strip() == "ready"
+        assert lines.next() == "ready"
         (tmp_path / "one.txt").write_text("1")
-        assert proc.stdout.readline().strip() == "got one.txt"
+        assert lines.next() == "got one.txt"
         time.sleep(0.3)  # blocked in the watch again
         proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=10)
+        assert proc.wait(10) == code
+        assert lines.rest() == [last]
     finally:
         proc.kill()
-    assert proc.returncode == code
-    assert out.strip().splitlines()[-1] == last
+
+
+AS_NOBODY = textwrap.dedent("""
+    import json, os, signal, sys
+    import batchkit as bk
+    import batchkit.sources.watch, watchfiles._rust_notify  # imported first: the interpreter lives under /root
+    os.setgid(65534); os.setuid(65534)
+    source = bk.files(sys.argv[1], watch=True, settle=0.2)
+    signal.signal(signal.SIGTERM, lambda *a: source.close())
+    for path in source:
+        print("got", os.path.relpath(path, sys.argv[1]), flush=True)
+    print(json.dumps(source.errors), flush=True)
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to the 'nobody' user")
+def test_unreadable_directories_are_reported_and_the_rest_still_watched(tmp_path):
+    # As root nothing is unreadable, so watch as 'nobody' a tree with chmod 000 directories,
+    # one there at start and one made later: both listed in `errors`, everything else watched.
+    import json
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="bk-watch-perm-", dir="/tmp")
+    try:
+        os.chmod(root, 0o755)
+        for d in ("a", "locked", "z"):
+            os.mkdir(os.path.join(root, d), 0o755)
+        with open(os.path.join(root, "locked", "secret.txt"), "w") as f:
+            f.write("s")
+        with open(os.path.join(root, "a", "f.txt"), "w") as f:
+            f.write("f")
+        os.chmod(os.path.join(root, "locked"), 0)
+        proc = subprocess.Popen([sys.executable, "-c", AS_NOBODY, root], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=python_env(), cwd="/")
+        lines = Lines(proc)
+        try:
+            assert lines.next() == "got a/f.txt"
+            time.sleep(0.5)  # the catch-up walk is done; what follows arrives by events
+            os.mkdir(os.path.join(root, "later"), 0)
+            for rel in ("a/g.txt", "z/h.txt"):
+                with open(os.path.join(root, rel), "w") as f:
+                    f.write(rel)
+            assert {lines.next(), lines.next()} == {"got a/g.txt", "got z/h.txt"}
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+            [out] = lines.rest()
+            err = proc.stderr.read()
+        finally:
+            proc.kill()
+        errors = json.loads(out)
+        assert sorted(errors) == [[os.path.join(root, d), "Permission denied"] for d in ("later", "locked")]
+        assert err.count("cannot read") == 2, err  # each logged once, however often rescanned
+    finally:
+        for d in ("locked", "later"):
+            if os.path.exists(os.path.join(root, d)):
+                os.chmod(os.path.join(root, d), 0o755)
+        shutil.rmtree(root)

@@ -11,7 +11,7 @@ import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Any, Callable, Iterator, Sequence, Union
 
 from ..errors import UsageError
 from ..units import parse_duration, parse_size
@@ -59,9 +59,20 @@ def _path_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
+@functools.lru_cache(maxsize=256)
+def _matcher(patterns: tuple[str, ...]) -> tuple[Callable[[str], object] | None, Callable[[str], object] | None]:
+    """One compiled regex for the name patterns and one for the path patterns (a slash) of a
+    list: one match call per file, however many patterns."""
+    names = [fnmatch.translate(p) for p in patterns if "/" not in p]
+    paths = [_path_regex(p).pattern for p in patterns if "/" in p]
+    return (re.compile("|".join(f"(?:{r})" for r in names)).match if names else None,
+            re.compile("|".join(f"(?:{r})" for r in paths)).match if paths else None)
+
+
 def _matches(patterns: tuple[str, ...], name: str, rel: str) -> bool:
     # A pattern with a slash is matched against the path relative to the root, else the name.
-    return any(_path_regex(p).match(rel) if "/" in p else fnmatch.fnmatchcase(name, p) for p in patterns)
+    by_name, by_path = _matcher(patterns)
+    return bool(by_name is not None and by_name(name) or by_path is not None and by_path(rel))
 
 
 def _cutoff(value: When) -> float | None:
@@ -125,9 +136,10 @@ class FileWalk:
             return
         yield from self._walk(root, "")
 
-    def _walk(self, top: str, rel_top: str) -> Iterator[str]:
+    def _walk(self, top: str, rel_top: str, on_dir: Callable[[str], Any] | None = None) -> Iterator[str]:
         """The wanted files under directory ``top``, whose path relative to the root is
-        ``rel_top`` (``""`` for the root itself, else ending with ``/``)."""
+        ``rel_top`` (``""`` for the root itself, else ending with ``/``); ``on_dir`` is told
+        each directory below ``top`` that the walk enters."""
         follow = self.follow_symlinks
         seen: set[tuple[int, int]] = set()
         if follow:
@@ -169,6 +181,8 @@ class FileWalk:
                         if ident in seen:  # a symlink loop, or a tree reached twice
                             continue
                         seen.add(ident)
+                    if on_dir is not None:
+                        on_dir(entry.path)
                     stack.append((self._entries(entry.path), rel + "/" if need_rel else ""))
                     break  # go down now; this directory's iterator resumes afterwards
                 if is_file and (accept_all or self._wanted_file(entry.path, name, rel, entry)):
@@ -191,7 +205,7 @@ class FileWalk:
         self.errors.append((path, message))
 
     def _wanted_file(self, path: str, name: str, rel: str, entry: os.DirEntry | None) -> bool:
-        if not _matches(self.include, name, rel):
+        if self.include != ("*",) and not _matches(self.include, name, rel):
             return False
         if self.exclude and _matches(self.exclude, name, rel):
             return False

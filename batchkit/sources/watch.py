@@ -79,6 +79,8 @@ RESCAN_EVERY = 60.0
 RESCAN_SHARE = 0.01
 #: Seconds between polls with ``poll=True`` (and when OS events cannot be had).
 POLL_EVERY = 1.0
+#: A walk hands out what is ready every this many files (a millisecond or so).
+SCAN_BATCH = 256
 
 _ConcretePath = type(Path())
 
@@ -226,11 +228,6 @@ class FileWatch(FileWalk):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _version(self, path: str, size: int, mtime_ns: int) -> PathVersion | FileVersion:
-        if self.as_str:
-            return FileVersion(path, size, mtime_ns)
-        return _path_version(path, size, mtime_ns)
-
     def _error(self, path: str, exc: OSError) -> None:
         # Rescans meet the same unreadable directory again: log and list it once.
         if (path, exc.strerror or str(exc)) not in self.errors:
@@ -259,12 +256,19 @@ class FileWatch(FileWalk):
 class _Watching:
     """One iteration of a :class:`FileWatch`: what ``iter(watch)`` returns.
 
-    Everything runs in the thread that calls ``next()``: the initial walk, the settling of
-    pending files, and waiting for the OS watcher (which owns its own native reader thread,
-    released on stop). State: ``pending`` (path -> size, mtime_ns, deadline) holds files seen
-    but not yet settled, ordered by deadline in the ``due`` heap (stale heap entries are skipped);
-    ``done`` (path -> size, mtime_ns) holds the version last yielded per path, forgotten when
-    the file goes away, so memory follows the files present, not the files ever seen.
+    Everything runs in the thread that calls ``next()``: the walks, the settling of pending
+    files, and waiting for the OS watcher (which owns its own native reader thread, released on
+    stop). State: ``pending`` (path -> size, mtime_ns, deadline) holds files seen but not yet
+    settled, ordered by deadline in the ``due`` heap (stale heap entries are skipped); ``done``
+    (path -> size, mtime_ns) holds the version last yielded per path, forgotten when the file
+    goes away, so memory follows the files present, not the files ever seen.
+
+    The OS watcher watches each wanted directory on its own (not the root recursively): an
+    unreadable directory then costs only itself (watchfiles gives up on a whole recursive watch
+    over one), ignored and excluded directories are not watched at all, and a directory is
+    watched only after a walk found it. So every walk is followed by watching the directories
+    it found new, then by a walk of those (a *catch-up*): whatever was written there before
+    the watch began is found by that second walk, whatever after by events.
     """
 
     def __init__(self, watch: FileWatch) -> None:
@@ -279,16 +283,19 @@ class _Watching:
         self._check_stat = not (watch.min_size is None and watch.max_size is None
                                 and watch.newer_than is None and watch.older_than is None)
         self._trust_ns = int((watch.settle + CLOCK_MARGIN) * 1e9)
+        self._make = FileVersion if watch.as_str else _path_version
         self._ready: deque = deque()
         self._pending: dict[str, tuple[int, int, float]] = {}
         self._due: list[tuple[float, str]] = []
         self._done: dict[str, tuple[int, int]] = {}
         self._scans: deque[Iterator[None]] = deque()
         self._rescan_at = math.inf
+        self._notify: Any = None
+        self._watched: set[str] = set()  # the directories the OS watcher watches
+        self._poll = watch.poll  # seconds between polls, None: OS events
+        self._backlog: list[set] = []  # events taken from a watcher being replaced
         self._failures: dict[str, int] = {}
-        # The OS watcher starts before the walk, so nothing written meanwhile is missed.
-        self._notify: Any = self._start_notify()
-        self._scans.append(self._scan(self._root, "", full=True))
+        self._scans.append(self._scan(self._root, ""))
 
     # -- the iterator protocol ---------------------------------------------------------------
 
@@ -296,6 +303,11 @@ class _Watching:
         return self
 
     def __next__(self) -> PathVersion | FileVersion:
+        if self._ready and not self._stop.is_set():  # the common case while a walk streams
+            try:
+                return self._ready.popleft()
+            except IndexError:  # emptied by a close() in another thread
+                pass
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("a watch is read by one thread at a time")
         try:
@@ -318,7 +330,8 @@ class _Watching:
                 self._busy.release()
 
     def __del__(self) -> None:
-        self.close()
+        if hasattr(self, "_busy"):
+            self.close()
 
     def _release(self) -> None:
         notify, self._notify = self._notify, None
@@ -330,6 +343,7 @@ class _Watching:
         self._ready.clear()
         self._pending.clear()
         self._due.clear()
+        self._backlog.clear()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -343,13 +357,16 @@ class _Watching:
                 if next(self._scans[0], StopIteration) is StopIteration:
                     self._scans.popleft()
                 continue
+            if self._backlog:
+                self._changes(self._backlog.pop())
+                continue
             now = time.monotonic()
             if self._due and self._due[0][0] <= now:
                 self._settle(now)
                 continue
             if now >= self._rescan_at:
                 self._rescan_at = math.inf
-                self._scans.append(self._scan(self._root, "", full=True))
+                self._scans.append(self._scan(self._root, ""))
                 continue
             wake = min(self._due[0][0] if self._due else math.inf, self._rescan_at)
             self._wait(min(wake - now, 3600.0))
@@ -367,12 +384,13 @@ class _Watching:
         if raw == "signal":  # a signal handler raised (SIGINT's default): watchfiles swallowed it
             raise KeyboardInterrupt
         if isinstance(raw, set):
-            self._changes({path for _, path in raw}, {path for change, path in raw if change == 1})
+            self._changes(raw)
 
-    def _changes(self, paths: set[str], added: set[str]) -> None:
-        """Look at each path an event named, whatever the event: a batch is an unordered set,
-        so "deleted" and "added" for one path cannot be told apart in time; the file system can."""
-        for path in paths:
+    def _changes(self, raw: set[tuple[int, str]]) -> None:
+        """Look at each path that events named, whatever the events said: a batch is an unordered
+        set, so "deleted" then "added" cannot be told from the reverse; the file system can."""
+        new_dirs: list[tuple[str, str]] = []
+        for path in {path for _, path in raw}:
             local = self._local(path)
             if local is None:
                 continue
@@ -385,12 +403,14 @@ class _Watching:
                 self._forget(local)
                 continue
             if stat.S_ISDIR(st.st_mode):
-                # A new directory (made here or moved in): walk it, since files made in it
-                # before the OS watcher followed it have no events of their own.
-                if path in added and self._w._wanted_path(rel, True):
-                    self._scans.append(self._scan(local, rel + "/", full=False))
+                if local not in self._watched and self._w._wanted_path(rel, True):
+                    new_dirs.append((local, rel + "/"))
             elif self._w._wanted_path(rel, False):
                 self._consider(local, st)
+        if new_dirs:
+            # A directory made here or moved in: watch it, then walk it for what it already holds.
+            self._watch([d for d, _ in new_dirs])
+            self._scans.extend(self._scan(d, rel) for d, rel in new_dirs)
 
     def _local(self, path: str) -> str | None:
         if path.startswith(self._prefix):
@@ -412,15 +432,19 @@ class _Watching:
         if not stat.S_ISREG(st.st_mode) or (self._check_stat and not self._w._wanted_stat(st)):
             self._pending.pop(path, None)
             return
-        version = (st.st_size, st.st_mtime_ns)
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+        version = (size, mtime_ns)
+        pending = self._pending
         if self._done.get(path) == version:
-            self._pending.pop(path, None)
+            pending.pop(path, None)
             return
-        entry = self._pending.get(path)
-        if entry is not None and entry[:2] == version:
-            return  # already waiting for this version to settle
-        if time.time_ns() - st.st_mtime_ns >= self._trust_ns:
-            self._emit(path, version)
+        if pending:
+            entry = pending.get(path)
+            if entry is not None and entry[:2] == version:
+                return  # already waiting for this version to settle
+        if time.time_ns() - mtime_ns >= self._trust_ns:
+            self._done[path] = version
+            self._ready.append(self._make(path, size, mtime_ns))
         else:
             self._wait_for(path, version, time.monotonic())
 
@@ -447,13 +471,10 @@ class _Watching:
             version = (st.st_size, st.st_mtime_ns)
             if version == entry[:2]:
                 del self._pending[path]
-                self._emit(path, version)
+                self._done[path] = version
+                self._ready.append(self._make(path, *version))
             else:
                 self._wait_for(path, version, now)
-
-    def _emit(self, path: str, version: tuple[int, int]) -> None:
-        self._done[path] = version
-        self._ready.append(self._w._version(path, *version))
 
     def _forget(self, path: str) -> None:
         self._pending.pop(path, None)
@@ -461,56 +482,100 @@ class _Watching:
 
     # -- walking -----------------------------------------------------------------------------
 
-    def _scan(self, top: str, rel_top: str, full: bool) -> Iterator[None]:
-        """Walk ``top`` and consider every wanted file in it; pauses (yields) whenever a version
-        is ready, and every 256 files so close() is heard. A full scan also forgets the files
-        gone without an event, and sets when the next one is due."""
-        walk = self._w
-        seen: set[str] | None = set() if full else None
+    def _scan(self, top: str, rel_top: str) -> Iterator[None]:
+        """Walk ``top`` and consider every wanted file in it, pausing (yielding) every
+        :data:`SCAN_BATCH` files so what is ready goes out and close() is heard; then watch the
+        directories it found unwatched, and walk those again (see the class docstring).
+
+        A walk of the whole tree also forgets the files gone without an event, and sets when
+        the next one is due. The very first walk hands out the backlog before any directory is
+        watched: the files present at start stream out at walk speed.
+        """
+        walk, watched = self._w, self._watched
+        whole = top == self._root
+        prune = whole and bool(self._watched)  # not the first walk: nothing is known before it
+        seen: set[str] | None = set() if prune else None
+        unwatched = [top] if top not in watched else []
         errors = len(walk.errors)
+        consider = self._consider
         cpu = 0.0
         mark = time.thread_time()
         n = 0
-        for path in walk._walk(top, rel_top):
-            n += 1
+        for path in walk._walk(top, rel_top, lambda d: d in watched or unwatched.append(d)):
             if seen is not None:
                 seen.add(path)
-            self._consider(path)
-            if self._ready or not n & 255:
+            consider(path)
+            n += 1
+            if n == SCAN_BATCH:
+                n = 0
                 cpu += time.thread_time() - mark
                 yield
                 mark = time.thread_time()
         cpu += time.thread_time() - mark
-        if seen is not None:
-            if len(walk.errors) == errors:  # a directory we could not read hides files, not deletions
-                for path in [p for p in self._done if p not in seen]:
-                    del self._done[path]
+        if n:
+            yield  # what the last files made ready goes out first
+        if seen is not None and len(walk.errors) == errors:  # unreadable: files hidden, not gone
+            for path in [p for p in self._done if p not in seen]:
+                del self._done[path]
+        if unwatched:
+            self._watch(unwatched)
+            tops: list[str] = []
+            for d in sorted(unwatched):  # a parent sorts before its children
+                if not tops or not d.startswith(os.path.join(tops[-1], "")):
+                    tops.append(d)
+            self._scans.extend(self._scan(d, self._rel_dir(d)) for d in tops)
+        elif whole:
             self._rescan_at = time.monotonic() + max(RESCAN_EVERY, cpu / RESCAN_SHARE)
 
+    def _rel_dir(self, path: str) -> str:
+        if path == self._root:
+            return ""
+        rel = path[len(self._prefix):]
+        return (rel.replace(os.sep, "/") if os.sep != "/" else rel) + "/"
+
     # -- the OS watcher ----------------------------------------------------------------------
+
+    def _watch(self, dirs: list[str]) -> None:
+        """Watch ``dirs`` too: a new OS watcher over every directory replaces the old one, which
+        is read one last time so no event is lost in between."""
+        self._watched.update(dirs)
+        old, self._notify = self._notify, self._start_notify()
+        if old is not None:
+            raw = old.watch(1, 1, 1, None)  # what it still holds (a millisecond or two)
+            old.close()
+            if isinstance(raw, set) and raw:
+                self._backlog.append(raw)
 
     def _start_notify(self) -> Any:
         try:
             from watchfiles._rust_notify import RustNotify
         except ImportError:
             raise UsageError("watching a directory needs the watchfiles package: pip install watchfiles") from None
-        poll = self._w.poll
-        args = (self._w.recursive,)
-        if poll is not None:
-            return RustNotify([self._root], False, True, int(poll * 1000), *args, True)
-        try:
-            return RustNotify([self._root], False, False, int(POLL_EVERY * 1000), *args, False)
-        except PermissionError as exc:
-            # An unreadable directory below the root: watch the rest; rescans report it.
-            log.warning("cannot watch part of %s (%s); the rest is watched", self._root, exc)
-            return RustNotify([self._root], False, False, int(POLL_EVERY * 1000), *args, True)
-        except OSError as exc:
-            # E.g. inotify's limit on watches (fs.inotify.max_user_watches) is reached.
-            log.warning("cannot watch %s for events (%s); polling every %g s instead", self._root, exc, POLL_EVERY)
-            return RustNotify([self._root], False, True, int(POLL_EVERY * 1000), *args, True)
+        for _ in range(3):
+            # Gone directories are dropped (the kernel drops their watches by itself).
+            self._watched.difference_update([d for d in self._watched if not os.path.isdir(d)])
+            if self._poll is None and len(self._watched) > _inotify_limit():
+                log.warning("watching %s: %d directories exceed fs.inotify.max_user_watches; polling every "
+                            "%g s instead (or raise the limit)", self._root, len(self._watched), POLL_EVERY)
+                self._poll = POLL_EVERY
+            polling = self._poll is not None
+            delay_ms = int((self._poll or POLL_EVERY) * 1000)
+            try:
+                # Each directory on its own (recursive=False); ignore_permission_denied=True
+                # skips the ones that cannot be watched without giving up on the others.
+                return RustNotify(sorted(self._watched), False, polling, delay_ms, False, True)
+            except FileNotFoundError:
+                continue  # a directory went away meanwhile: drop it and try again
+            except OSError as exc:
+                if polling:
+                    raise
+                log.warning("cannot watch %s for events (%s); polling every %g s instead", self._root, exc,
+                            POLL_EVERY)
+                self._poll = POLL_EVERY
+        return RustNotify([], False, self._poll is not None, int((self._poll or POLL_EVERY) * 1000), False, True)
 
     def _watcher_failed(self, message: str) -> None:
-        """The OS watcher reported an error (it then reports it forever): start a new one and
+        """The OS watcher reported an error (and would report it forever): start a new one and
         rescan, since events may have been lost. Each failure costs a second, never a spin."""
         count = self._failures[message] = self._failures.get(message, 0) + 1
         if count == 1:
@@ -520,4 +585,13 @@ class _Watching:
         if self._stop.wait(1.0):
             return
         self._notify = self._start_notify()
-        self._scans.append(self._scan(self._root, "", full=True))
+        self._scans.append(self._scan(self._root, ""))
+
+
+def _inotify_limit() -> float:
+    """How many directories one user may watch with inotify (no limit known: infinity)."""
+    try:
+        with open("/proc/sys/fs/inotify/max_user_watches") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return math.inf
