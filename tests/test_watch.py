@@ -161,6 +161,21 @@ def test_file_changed_after_it_was_yielded_is_yielded_again_as_a_new_version(tmp
     assert len(c.items) == 2
 
 
+def test_a_file_deleted_and_made_again_is_a_new_arrival_even_with_the_same_size_and_mtime(tmp_path, watching):
+    target = tmp_path / "again.txt"
+    write(target, b"same", old=True)
+    stamp = target.stat().st_mtime_ns
+    c = watching()
+    assert c.wait_names("again.txt")
+    target.unlink()
+    time.sleep(3 * SETTLE)  # the deletion is seen: the file is forgotten
+    write(target, b"same")
+    os.utime(target, ns=(stamp, stamp))
+    assert c.wait_for(lambda c: len(c.items) == 2)
+    c.stop()
+    assert [(v.size, v.mtime_ns) for _, v in c.items] == [(4, stamp), (4, stamp)]
+
+
 def test_temporary_names_are_ignored_by_default_and_the_list_can_be_replaced(tmp_path, watching):
     names = ["keep.txt", "a.part", "b.tmp", ".~lock.doc#", ".hidden"]
     (tmp_path / ".staging").mkdir()

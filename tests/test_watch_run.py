@@ -225,7 +225,7 @@ AS_NOBODY = textwrap.dedent("""
     import batchkit as bk
     import batchkit.sources.watch, watchfiles._rust_notify  # imported first: the interpreter lives under /root
     os.setgid(65534); os.setuid(65534)
-    source = bk.files(sys.argv[1], watch=True, settle=0.2)
+    source = bk.files(sys.argv[1], watch=True, settle=0.2, poll=float(sys.argv[2]) or False)
     signal.signal(signal.SIGTERM, lambda *a: source.close())
     for path in source:
         print("got", os.path.relpath(path, sys.argv[1]), flush=True)
@@ -234,7 +234,8 @@ AS_NOBODY = textwrap.dedent("""
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to the 'nobody' user")
-def test_unreadable_directories_are_reported_and_the_rest_still_watched(tmp_path):
+@pytest.mark.parametrize("poll", [0, 0.2], ids=["events", "polling"])
+def test_unreadable_directories_are_reported_and_the_rest_still_watched(poll):
     # As root nothing is unreadable, so watch as 'nobody' a tree with chmod 000 directories,
     # one there at start and one made later: both listed in `errors`, everything else watched.
     import json
@@ -251,7 +252,7 @@ def test_unreadable_directories_are_reported_and_the_rest_still_watched(tmp_path
         with open(os.path.join(root, "a", "f.txt"), "w") as f:
             f.write("f")
         os.chmod(os.path.join(root, "locked"), 0)
-        proc = subprocess.Popen([sys.executable, "-c", AS_NOBODY, root], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-c", AS_NOBODY, root, str(poll)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=python_env(), cwd="/")
         lines = Lines(proc)
         try:
@@ -271,6 +272,7 @@ def test_unreadable_directories_are_reported_and_the_rest_still_watched(tmp_path
         errors = json.loads(out)
         assert sorted(errors) == [[os.path.join(root, d), "Permission denied"] for d in ("later", "locked")]
         assert err.count("cannot read") == 2, err  # each logged once, however often rescanned
+        assert "watching again" not in err  # the OS watcher never failed on them
     finally:
         for d in ("locked", "later"):
             if os.path.exists(os.path.join(root, d)):

@@ -14,23 +14,30 @@ mtime) once. A version is yielded only when it is complete:
   directories too, so a file renamed into place is seen once, under its final name.
 
 A file changed after it was yielded is yielded again as a new version; a version already
-yielded is never yielded again by the same iteration (events about it, e.g. a chmod, are
-ignored). The journal keys a version by :attr:`FileVersion.key`, so a restarted run skips the
-versions an earlier one finished and redoes only what changed. A job that writes into the
-watched tree makes new versions there: write elsewhere, or under an ignored name.
+yielded is not yielded again by the same iteration while its file stays (events about it, e.g.
+a chmod, are ignored); a file deleted and made again is a new arrival, whatever its mtime.
+The journal keys a version by :attr:`FileVersion.key`, so a restarted run skips the versions an
+earlier one finished and redoes only what changed. A job that writes into the watched tree
+makes new versions there: write elsewhere, or under an ignored name.
 
 **Why watchfiles** (and not watchdog): its Rust core (the ``notify`` crate) gives a blocking,
 thread-free API — ``RustNotify.watch(debounce, step, timeout, stop_event)`` waits in the
 calling thread and returns within ``step`` ms of ``stop_event`` being set — where watchdog
 delivers events through callbacks on its own Python threads that we would have to queue and
-join. Its OS reader thread drains inotify continuously into a de-duplicated set, so the
+join. Its native reader thread drains inotify continuously into a de-duplicated set, so the
 kernel queue rarely overflows however slowly we consume; it polls on request
-(``force_polling``) and falls back to polling when inotify is missing; it is actively
-maintained, with abi3 wheels for Linux, macOS and Windows on every CPython from 3.9 (watchdog 7
-needs 3.11). Its one gap: an inotify overflow is dropped silently (watchfiles issue #348), so
-we rescan the whole tree every :data:`RESCAN_EVERY` seconds (at most :data:`RESCAN_SHARE` of
-the time), after any watcher error, and walk every new directory ourselves (files created in
-it before its OS watch was added would otherwise be missed).
+(``force_polling``, in Rust) and falls back to polling where inotify is missing; it is actively
+maintained, with abi3 wheels for Linux, macOS and Windows (pip picks 1.1 on Python 3.9, the
+latest on 3.10–3.14; watchdog 7 needs 3.11). Its gaps, and what we do about them:
+
+- an inotify overflow is dropped silently (watchfiles issue #348): we rescan the whole tree
+  every :data:`RESCAN_EVERY` seconds (less often on a tree so big that rescans would take more
+  than :data:`RESCAN_SHARE` of the time) and after any watcher error;
+- one unreadable directory makes a recursive watch give up entirely, and a directory made after
+  the watch began may hold files older than its OS watch: we watch each wanted directory on
+  its own (see :class:`_Watching`), each after a walk found it, followed by a catch-up walk;
+- polling stats every file of every watched directory each interval, in a native thread: on a
+  big tree, poll less often (``poll=5``).
 
 **Stopping**: :meth:`FileWatch.close` (or the iterator's ``close()``), from any thread or a
 signal handler, makes a blocked ``next()`` raise ``StopIteration`` within :data:`STEP_MS` ms;
@@ -408,8 +415,9 @@ class _Watching:
             elif self._w._wanted_path(rel, False):
                 self._consider(local, st)
         if new_dirs:
-            # A directory made here or moved in: watch it, then walk it for what it already holds.
-            self._watch([d for d, _ in new_dirs])
+            # A directory made here or moved in: watch it, then walk it for what it already holds
+            # (one we may not read is only walked, which reports it in `errors`).
+            self._watch([d for d, _ in new_dirs if os.access(d, os.R_OK | os.X_OK)])
             self._scans.extend(self._scan(d, rel) for d, rel in new_dirs)
 
     def _local(self, path: str) -> str | None:
@@ -517,7 +525,13 @@ class _Watching:
         if seen is not None and len(walk.errors) == errors:  # unreadable: files hidden, not gone
             for path in [p for p in self._done if p not in seen]:
                 del self._done[path]
-        if unwatched:
+        # A directory that cannot be read is not watched (a poller would fail on it at every
+        # poll); a later walk that can read it watches it.
+        unreadable = {p for p, _ in walk.errors}
+        unwatched = [d for d in unwatched if d not in unreadable]
+        stale = unreadable & watched
+        if unwatched or stale:
+            watched.difference_update(stale)
             self._watch(unwatched)
             tops: list[str] = []
             for d in sorted(unwatched):  # a parent sorts before its children
@@ -538,13 +552,23 @@ class _Watching:
     def _watch(self, dirs: list[str]) -> None:
         """Watch ``dirs`` too: a new OS watcher over every directory replaces the old one, which
         is read one last time so no event is lost in between."""
+        from watchfiles._rust_notify import WatchfilesRustInternalError
+
         self._watched.update(dirs)
         old, self._notify = self._notify, self._start_notify()
-        if old is not None:
+        if old is None:
+            return
+        try:
             raw = old.watch(1, 1, 1, None)  # what it still holds (a millisecond or two)
+        except WatchfilesRustInternalError:
+            raw = None
+            self._rescan_at = 0.0  # it had failed: events may be lost, so walk everything again
+        finally:
             old.close()
-            if isinstance(raw, set) and raw:
-                self._backlog.append(raw)
+        if raw == "signal":
+            raise KeyboardInterrupt
+        if isinstance(raw, set) and raw:
+            self._backlog.append(raw)
 
     def _start_notify(self) -> Any:
         try:
