@@ -17,6 +17,7 @@ import pytest
 import batchkit as bk
 from batchkit.sources import watch as watch_module
 from batchkit.sources.watch import FileVersion, FileWatch, PathVersion
+from batchkit.state.keys import item_key
 
 SETTLE = 0.3
 
@@ -335,6 +336,8 @@ def test_versions_are_paths_or_strings_carrying_size_mtime_and_a_versioned_key(t
         back = pickle.loads(pickle.dumps(v))  # as sent to process and Dask workers
         assert type(back) is type(v) and back == v and (back.size, back.mtime_ns, back.key) == (3, v.mtime_ns, v.key)
     assert p.read_bytes() == b"abc" and open(s).read() == "abc"
+    # The journal keys them by version, not by path alone.
+    assert item_key(p) == item_key(s) == p.key
 
 
 def test_identity_names_the_root_filters_and_watch_but_not_settle_or_poll(tmp_path):

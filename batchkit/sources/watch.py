@@ -120,6 +120,10 @@ class FileVersion(str):
         """The version's identity in the journal (see :func:`version_key`)."""
         return version_key(str(self), self.size, self.mtime_ns)
 
+    def __batchkit_key__(self) -> str:
+        # What batchkit.state.keys.item_key asks an item for before anything else.
+        return self.key
+
     def __reduce__(self) -> tuple:
         # Travels to process and Dask workers with its version.
         return FileVersion, (str(self), self.size, self.mtime_ns)
@@ -136,6 +140,9 @@ class PathVersion(_ConcretePath):  # type: ignore[misc, valid-type]
     def key(self) -> str:
         """The version's identity in the journal (see :func:`version_key`)."""
         return version_key(os.fspath(self), self.size, self.mtime_ns)
+
+    def __batchkit_key__(self) -> str:
+        return self.key
 
     def with_segments(self, *args: Any) -> Path:
         # Python >= 3.12: paths derived from a version (parent, joinpath, ...) are plain paths.
