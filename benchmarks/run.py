@@ -6,7 +6,7 @@
 
 Run it from the repository root (the workers import ``benchmarks.workloads``).
 
-``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, startup, checksum); ``--json
+``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, startup, checksum, watch); ``--json
 FILE`` saves the raw round times. Targets that are not met are reported, not fatal: the exit
 status is 0 unless the benchmark itself broke.
 """
@@ -24,13 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import checksum, machine, rss, startup
+from . import checksum, machine, rss, startup, watch
 from .notes import DIAGNOSES, READING, SCENARIO_NOTES
 from .peers import Shared
 from .scenarios import MAP_SCENARIOS, SIZES, Section, Sizes, run_map, targets
 from .table import markdown_table, targets_table, timing_cells
 
-ORDER = ("tiny", "dask", "cpu", "io", "rss", "startup", "checksum")
+ORDER = ("tiny", "dask", "cpu", "io", "rss", "startup", "checksum", "watch")
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 Log = Callable[[str], None]
@@ -70,12 +70,22 @@ def checksum_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
                    "2 workers, manifest to a file.", header, cells, tgts, notes, timings)
 
 
+def watch_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
+    """``bk.files(watch=True)``: latency from a file's close to its yield, start-up over a backlog, idle cost."""
+    header, cells, tgts, timings, notes = watch.run(sizes.name, log)
+    return Section("watch", "Watching a directory: latency, backlog start-up, idle cost",
+                   "`bk.files(root, watch=True)`: files written by another process into a watched directory "
+                   "(settle 2 s), through OS events and polling; the checksum tree as a backlog at start, "
+                   "against a plain `bk.files` walk; CPU while idle.", header, cells, tgts, notes, timings)
+
+
 def build(key: str, sizes: Sizes, shared: Shared, log: Log) -> Section:
     """Run scenario ``key``; a scenario that breaks becomes a section that says so."""
     try:
         if key in MAP_SCENARIOS:
             return map_section(key, sizes, shared, log)
-        return {"rss": rss_section, "startup": startup_section, "checksum": checksum_section}[key](
+        return {"rss": rss_section, "startup": startup_section, "checksum": checksum_section,
+                "watch": watch_section}[key](
             sizes, shared, log)
     except Exception as exc:  # report it in the table and carry on with the other scenarios
         return Section(key, key, f"**failed**: {type(exc).__name__}: {exc}")

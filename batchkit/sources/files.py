@@ -11,7 +11,7 @@ import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Any, Callable, Iterator, Sequence, Union
 
 from ..errors import UsageError
 from ..units import parse_duration, parse_size
@@ -59,9 +59,20 @@ def _path_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
+@functools.lru_cache(maxsize=256)
+def _matcher(patterns: tuple[str, ...]) -> tuple[Callable[[str], object] | None, Callable[[str], object] | None]:
+    """One compiled regex for the name patterns and one for the path patterns (a slash) of a
+    list: one match call per file, however many patterns."""
+    names = [fnmatch.translate(p) for p in patterns if "/" not in p]
+    paths = [_path_regex(p).pattern for p in patterns if "/" in p]
+    return (re.compile("|".join(f"(?:{r})" for r in names)).match if names else None,
+            re.compile("|".join(f"(?:{r})" for r in paths)).match if paths else None)
+
+
 def _matches(patterns: tuple[str, ...], name: str, rel: str) -> bool:
     # A pattern with a slash is matched against the path relative to the root, else the name.
-    return any(_path_regex(p).match(rel) if "/" in p else fnmatch.fnmatchcase(name, p) for p in patterns)
+    by_name, by_path = _matcher(patterns)
+    return bool(by_name is not None and by_name(name) or by_path is not None and by_path(rel))
 
 
 def _cutoff(value: When) -> float | None:
@@ -123,10 +134,20 @@ class FileWalk:
             if self._wanted_file(root, name, name, None):
                 yield root
             return
+        yield from self._walk(root, "")
+
+    def _walk(self, top: str, rel_top: str, on_dir: Callable[[str], Any] | None = None) -> Iterator[str]:
+        """The wanted files under directory ``top``, whose path relative to the root is
+        ``rel_top`` (``""`` for the root itself, else ending with ``/``); ``on_dir`` is told
+        each directory below ``top`` that the walk enters."""
         follow = self.follow_symlinks
         seen: set[tuple[int, int]] = set()
         if follow:
-            st = os.stat(root)
+            try:
+                st = os.stat(top)
+            except OSError as exc:  # a directory that a watch saw appear may be gone again
+                self._error(top, exc)
+                return
             seen.add((st.st_dev, st.st_ino))
         hidden, recursive, exclude = self.hidden, self.recursive, self.exclude
         accept_all = self._accept_all
@@ -134,7 +155,7 @@ class FileWalk:
         need_rel = any("/" in p for p in self.include + self.exclude)
         # Depth first, in name order, descending into a directory when it is met, as `find`
         # does: a stack of (iterator over a directory's sorted entries, its relative path).
-        stack = [(self._entries(root), "")]
+        stack = [(self._entries(top), rel_top if need_rel else "")]
         while stack:
             entries, rel_dir = stack[-1]
             for entry in entries:
@@ -160,6 +181,8 @@ class FileWalk:
                         if ident in seen:  # a symlink loop, or a tree reached twice
                             continue
                         seen.add(ident)
+                    if on_dir is not None:
+                        on_dir(entry.path)
                     stack.append((self._entries(entry.path), rel + "/" if need_rel else ""))
                     break  # go down now; this directory's iterator resumes afterwards
                 if is_file and (accept_all or self._wanted_file(entry.path, name, rel, entry)):
@@ -182,7 +205,7 @@ class FileWalk:
         self.errors.append((path, message))
 
     def _wanted_file(self, path: str, name: str, rel: str, entry: os.DirEntry | None) -> bool:
-        if not _matches(self.include, name, rel):
+        if self.include != ("*",) and not _matches(self.include, name, rel):
             return False
         if self.exclude and _matches(self.exclude, name, rel):
             return False
@@ -192,6 +215,10 @@ class FileWalk:
             st = entry.stat(follow_symlinks=self.follow_symlinks) if entry else os.stat(path)
         except OSError:
             return False
+        return self._wanted_stat(st)
+
+    def _wanted_stat(self, st: os.stat_result) -> bool:
+        """The size and age filters."""
         if self.min_size is not None and st.st_size < self.min_size:
             return False
         if self.max_size is not None and st.st_size > self.max_size:
@@ -206,7 +233,8 @@ class FileWalk:
 def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (), recursive: bool = True,
           follow_symlinks: bool = False, hidden: bool = True, min_size: int | str | None = None,
           max_size: int | str | None = None, newer_than: When = None, older_than: When = None,
-          as_str: bool = False) -> FileWalk:
+          as_str: bool = False, *, watch: bool = False, settle: float | str = 2.0,
+          poll: bool | float | str = False, ignore: Patterns = None) -> FileWalk:
     """The files under ``root``, lazily, as ``Path`` objects (depth first, in name order).
 
     ``include`` / ``exclude``: glob patterns (one or a list) matched against the file name, or
@@ -217,7 +245,21 @@ def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = 
     a ``datetime`` or an age (``"7d"``, a ``timedelta``, seconds). ``as_str=True`` yields path
     strings instead of ``Path`` objects: building a ``Path`` costs more than hashing a small file.
 
+    ``watch=True`` makes an endless source of complete file versions instead: the files present
+    now, then each file that arrives or changes, once its size and mtime have not changed for
+    ``settle`` seconds; temporary names (``ignore``, by default ``*.part``, ``*.tmp``, ``.~*``
+    and names starting with ``.``) are skipped; ``poll=True`` (or a number of seconds) polls
+    instead of using the OS's events, for network filesystems. See
+    :class:`~batchkit.sources.watch.FileWatch`.
+
     >>> report = bk.run(checksum, bk.files("/data", include="*.csv", older_than="1d"))
     """
+    if watch:
+        from .watch import FileWatch
+
+        return FileWatch(root, include, exclude, recursive, follow_symlinks, hidden, min_size, max_size,
+                         newer_than, older_than, as_str, settle=settle, poll=poll, ignore=ignore)
+    if settle != 2.0 or poll is not False or ignore is not None:
+        raise UsageError("settle=, poll= and ignore= only apply to a watch: add watch=True")
     return FileWalk(root, include, exclude, recursive, follow_symlinks, hidden,
                     min_size, max_size, newer_than, older_than, as_str)
