@@ -110,6 +110,12 @@ def engine_params(default_backend: str | None = None, item_options: bool = True)
         o(["--files", "files_root"], metavar="ROOT", help="Run on every file under ROOT."),
         o(["--include"], multiple=True, metavar="GLOB", help="With --files: only names matching GLOB (repeatable)."),
         o(["--exclude"], multiple=True, metavar="GLOB", help="With --files: skip names and directories matching GLOB."),
+        o(["--watch"], is_flag=True,
+          help="With --files: keep running and process files as they arrive or change, each version once "
+               "(a restart skips what is done; stop with Ctrl-C or SIGTERM)."),
+        o(["--settle"], type=Seconds(), default=2.0, show_default=True,
+          help="With --watch: a file is complete once its size and time are unchanged this long."),
+        o(["--poll"], is_flag=True, help="With --watch: poll instead of OS events (network file systems)."),
     ]
     return (items if item_options else []) + [
         o(["--backend"], type=click.Choice(BACKENDS), help=backend_help),

@@ -65,6 +65,11 @@ def item_source(bound: BoundJob, opts: dict) -> tuple[Iterable[Any] | None, dict
         raise UsageError("--input and --files need a path, not an empty string")
     if (include or exclude) and not root:
         raise UsageError("--include and --exclude go with --files ROOT")
+    watch = bool(opts.get("watch"))
+    if watch and not root:
+        raise UsageError("--watch goes with --files ROOT: the directory to watch")
+    if not watch and (opts.get("poll") or opts.get("settle") not in (None, 2.0)):
+        raise UsageError("--settle and --poll go with --watch")
     if bound.job.has_source and (input_file or root):
         raise UsageError(f"job {bound.job.name!r} reads its own items; drop --input/--files")
     if input_file:
@@ -73,8 +78,12 @@ def item_source(bound: BoundJob, opts: dict) -> tuple[Iterable[Any] | None, dict
     if root:
         from ..sources.files import files
 
-        walk = files(root, include=include or "*", exclude=exclude)
-        return walk, {"files": str(Path(root).absolute()), "include": list(include), "exclude": list(exclude)}
+        identity = {"files": str(Path(root).absolute()), "include": list(include), "exclude": list(exclude)}
+        if watch:
+            watching = files(root, include=include or "*", exclude=exclude, watch=True,
+                             settle=opts.get("settle") or 2.0, poll=bool(opts.get("poll")))
+            return watching, {**identity, "watch": True}
+        return files(root, include=include or "*", exclude=exclude), identity
     if not bound.job.has_source:
         raise UsageError(f"job {bound.job.name!r} needs items: --input FILE|- or --files ROOT")
     return None, {}
@@ -134,6 +143,8 @@ def run_job(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
         raise UsageError(f"job {job.name!r} already writes its data to stdout; give --output a FILE")
     if items is None:
         items, source_args = item_source(bound, opts)
+    if getattr(items, "endless", False) and not no_journal:
+        resume = True  # a watching (or following) run always continues its own record
     retry = make_retry(opts)  # checked even when --retries is not given (--retry-on alone is an error)
     # --retries N (even 0) overrides the job's own retry policy; without it the job's applies.
     engine_options = {"retry": retry} if opts.get("retries") is not None else {}

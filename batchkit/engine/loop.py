@@ -106,6 +106,7 @@ class Engine:
         if self.stopping is None:
             self.stopping = reason
             self._stop_deadline = time.monotonic() + grace
+            close_endless(self.items)
         if self._window is not None:
             self._window.finished.put(WAKE)  # wake the loop now rather than at its next poll
 
@@ -174,6 +175,7 @@ class Engine:
             if feed is not None:
                 self.seen, self.skipped = feed.seen, feed.skipped
                 feed.close()
+                close_endless(self.items)
             self.elapsed = time.monotonic() - started
             self._close(backend, owned, kill, progress, beacon)
 
@@ -388,6 +390,17 @@ class Engine:
         if self.total is None:
             return None
         return self.total - self.seen
+
+
+def close_endless(items: Any) -> None:
+    """End an endless source (a watched directory, a followed queue) that declares it can be
+    closed from any thread: its reader, blocked waiting for the next item, returns."""
+    close = getattr(items, "close", None)
+    if close is not None and getattr(items, "endless", False):
+        try:
+            close()
+        except Exception:  # a source that fails to close must not hide how the run ended
+            pass
 
 
 def _check_picklable(obj: Any, what: str, exc: BaseException) -> None:

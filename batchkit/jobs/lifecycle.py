@@ -246,7 +246,7 @@ class Run:
             elif self.record.resumed:
                 self._note(f"resuming run {self.record.id}: {len(self.record.done)} items finished earlier "
                            "are skipped")
-            else:
+            elif not getattr(plan.items, "endless", False):
                 self._note("no unfinished run of this job with these arguments: starting a new run")
 
     def _deliver(self, chunk: ChunkOutcomes) -> None:

@@ -182,6 +182,9 @@ class FileWatch(FileWalk):
     ...         load(path)
     """
 
+    # An endless source: a run that stops calls close() (safe from any thread) to end its input.
+    endless = True
+
     def __init__(self, root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (),
                  recursive: bool = True, follow_symlinks: bool = False, hidden: bool = True,
                  min_size: int | str | None = None, max_size: int | str | None = None,
