@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 from pathlib import Path
 
 import batchkit as bk
 from batchkit.atomic import write_atomic
+from batchkit.jobs.sinks import write_stdout
 
 # shake_* need a length, so they cannot write a coreutils-style manifest.
 ALGORITHMS = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
@@ -78,16 +78,20 @@ def _digest(path, algorithm: str) -> str:
 
 
 @checksum.source
-def _items(root: Path, verify: Path | None = None):
-    """The files under ROOT, or with --verify the manifest's entries under ROOT."""
+def _items(root: Path, verify: Path | None = None, manifest: Path | None = None):
+    """The files under ROOT, or with --verify the manifest's entries under ROOT. The manifest
+    being written (or read) is never one of them, even when it lives inside ROOT."""
     if verify is None:
-        return bk.files(root, as_str=True)  # path strings: a Path per file costs more than hashing it
+        # path strings: a Path per file costs more than hashing it
+        return bk.files(root, as_str=True, leave_out=[manifest] if manifest is not None else ())
     if not Path(root).exists():
         raise bk.UsageError(f"{root}: no such file or directory")
     entries = list(read_manifest(verify))
     prefix = os.path.normpath(os.fspath(root))
+    itself = os.path.realpath(verify)
     wanted = [Entry.of(p, d) for p, d in entries
-              if prefix in (".", p) or os.path.normpath(p).startswith(prefix.rstrip("/") + "/")]
+              if (prefix in (".", p) or os.path.normpath(p).startswith(prefix.rstrip("/") + "/"))
+              and os.path.realpath(p) != itself]
     if entries and not wanted:
         raise bk.UsageError(f"no entry of {verify} is under {root} (paths are read as written, "
                             "relative to the current directory, as sha256sum -c does)")
@@ -103,7 +107,7 @@ def _check(algorithm: str = "sha256", manifest: Path | None = None, verify: Path
 
 
 @checksum.finish
-def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None = None) -> None:
+def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None = None) -> str | None:
     """Write the manifest (in input order: as `find` lists the tree) to --manifest or stdout.
 
     Args:
@@ -111,18 +115,18 @@ def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None 
         verify: Check the files against this manifest instead of writing one.
     """
     if verify is not None:
-        return
+        return None
     data = b"".join(manifest_line(str(o.item), o.value) for o in outcomes if o.ok)
+    lines = sum(1 for o in outcomes if o.ok)
     if manifest is None:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
+        write_stdout(data)  # whole, or a closed pipe (| head) stops the run like SIGPIPE: resumable
+        return None
     try:
         write_atomic(manifest, data)
     except OSError as exc:
         raise bk.BackendError(f"cannot write --manifest {manifest}: {exc.strerror or exc}"
                               + (f" ({exc.filename})" if exc.filename else "")) from None
+    return f"manifest of {lines:,} files written to {os.path.abspath(manifest)}"
 
 
 def manifest_line(path: str, digest: str) -> bytes:

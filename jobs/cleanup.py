@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import batchkit as bk
+from batchkit.jobs.sinks import write_stdout
 from batchkit.units import parse_duration
 
 
@@ -65,9 +66,7 @@ def _check(older_than: str = "7d") -> None:
 @cleanup.finish
 def _report(outcomes, dry_run: bool = False) -> None:
     if dry_run:
-        for o in outcomes:
-            if o.ok:
-                sys.stdout.write(f"{o.item}\n")
+        write_stdout("".join(f"{o.item}\n" for o in outcomes if o.ok))
     freed = sum(o.value or 0 for o in outcomes if o.ok)
     verb = "would free" if dry_run else "freed"
     count = sum(1 for o in outcomes if o.ok)

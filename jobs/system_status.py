@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 import batchkit as bk
+from batchkit.jobs.sinks import write_stdout
 
 # Read-only images are full by construction; their usage says nothing.
 SKIP_FSTYPES = {"squashfs", "iso9660", "udf", "cramfs", "erofs"}
@@ -65,8 +65,7 @@ def system_status(check: str, max_disk: float = 90.0, max_memory: float = 90.0, 
 def _append(log: Path | None, record: dict) -> None:
     line = json.dumps(record) + "\n"
     if log is None:
-        sys.stdout.write(line)
-        sys.stdout.flush()
+        write_stdout(line)  # whole, in one piece per item
         return
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

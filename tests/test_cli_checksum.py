@@ -103,3 +103,55 @@ def test_a_file_that_cannot_be_read_fails_its_item_and_stays_out_of_the_manifest
                           progress=False)
     assert [(o.item.name, o.ok) for o in report.outcomes] == [("plain", True), ("gone", False), ("sub", False)]
     assert manifest.read_bytes().count(b"\n") == 1 and manifest.read_bytes().endswith(b"/data/plain\n")
+
+
+def test_the_readme_cron_example_twice_keeps_its_manifest_out_of_itself(tmp_path):
+    """README: `checksum /data --manifest /data/SHA256SUMS` (the manifest inside the tree it hashes),
+    run nightly: from the second run on it must not list itself, and `sha256sum -c` must pass."""
+    import subprocess
+
+    from conftest import PY, python_env
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(20):
+        (data / f"f{i}.txt").write_text(f"file {i}\n")
+    env = python_env()
+    env["BATCHKIT_HOME"] = str(tmp_path / "home")
+    manifest = data / "SHA256SUMS"
+    for night in (1, 2):
+        run = subprocess.run([PY, "-m", "batchkit", "run", "checksum", str(data), "--manifest", str(manifest),
+                              "--quiet"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, (night, run.stderr)
+        lines = manifest.read_text().splitlines()
+        assert len(lines) == 20 and not any(line.endswith("SHA256SUMS") for line in lines)
+        check = subprocess.run(["sha256sum", "-c", "--quiet", str(manifest)], cwd="/", capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    verify = subprocess.run([PY, "-m", "batchkit", "run", "checksum", str(data), "--verify", str(manifest), "--json"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_a_manifest_cut_short_by_a_closed_pipe_fails_the_run(tmp_path):
+    """`batchkit run checksum ROOT | head -c 100`: the manifest (bigger than a pipe's buffer) is
+    truncated, so the run must not exit 0; it stops like SIGPIPE (141) and stays resumable."""
+    import subprocess
+    import sys
+
+    from conftest import python_env
+
+    tree = tmp_path / "big"
+    tree.mkdir()
+    for i in range(2000):  # ~250 KB of manifest: more than the 64 KB a pipe holds
+        (tree / f"{i:05d}-{'x' * 60}.dat").write_text(str(i))
+    env = python_env()
+    env["BATCHKIT_HOME"] = str(tmp_path / "home")
+    res = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m batchkit run checksum {tree} | head -c 100"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert len(res.stdout) == 100
+    assert res.returncode == 141, res.stderr
+    assert "Traceback" not in res.stderr and "error" not in res.stderr.lower()
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "home" / "batchkit.db")
+    assert con.execute("SELECT state FROM runs").fetchall() == [("interrupted",)]

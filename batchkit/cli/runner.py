@@ -152,7 +152,9 @@ def run_job(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
     plan = bound.plan(
         items, keep_outcomes=job.has_finish, source_args=source_args or {}, lock=True,
         wait_lock=opts.get("wait_lock") or 0.0, output=output, retry_failed=bool(retry_failed), command=argv,
-        redirect_stdout=(as_json or data_on_stdout) and not json_after_data, operations=operations,
+        # stdout reserved for --json or --output -: what items print goes to stderr. (A job that
+        # writes its own data to stdout owns it: nothing is redirected.)
+        redirect_stdout=(as_json or output == "-") and not json_after_data, operations=operations,
         backend=make_backend(opts, job.backend or default_backend), workers=opts.get("workers"),
         chunk_size=opts.get("chunk_size") or "auto", ordered=bool(opts.get("ordered", True)),
         timeout=opts.get("timeout"), progress=False if quiet else opts.get("progress"),

@@ -151,9 +151,16 @@ def _shown_key(key: Any) -> Any:
 
 def write(stream: Any, data: bytes, what: str) -> None:
     """Write ``data`` whole and flush; a closed pipe stops the run like SIGPIPE (exit 141, resumable),
-    a full disk or another error is an :class:`OutputError` (exit 3)."""
+    a full disk or another error is an :class:`OutputError` (exit 3).
+
+    Whole: an unbuffered stream (``python -u``, ``PYTHONUNBUFFERED=1``) writes what the pipe takes
+    and returns the count; the rest is written until all of it is, or the reader is gone.
+    """
     try:
-        stream.write(data)
+        view = memoryview(data)
+        while view:
+            n = stream.write(view)
+            view = view[len(view) if n is None else n:]
         stream.flush()
     except BrokenPipeError:
         raise closed_pipe() from None
@@ -163,6 +170,15 @@ def write(stream: Any, data: bytes, what: str) -> None:
         reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise OutputError(f"cannot write {what}: {reason}; the run stopped and can be resumed "
                           "with --resume once there is room") from None
+
+
+def write_stdout(data: bytes | str) -> None:
+    """Write a job's data to stdout, whole (for a job's finishing step: a manifest, a listing).
+    A reader that went away (``| head``) stops the run like SIGPIPE: exit 141, resumable."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    sys.stdout.flush()
+    write(getattr(sys.stdout, "buffer", sys.stdout), data, "stdout")
 
 
 def closed_pipe() -> Interrupted:

@@ -11,7 +11,7 @@ import re
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 from ..errors import UsageError
 from ..units import parse_duration, parse_size
@@ -94,7 +94,8 @@ class FileWalk:
     def __init__(self, root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = (),
                  recursive: bool = True, follow_symlinks: bool = False, hidden: bool = True,
                  min_size: int | str | None = None, max_size: int | str | None = None,
-                 newer_than: When = None, older_than: When = None, as_str: bool = False) -> None:
+                 newer_than: When = None, older_than: When = None, as_str: bool = False,
+                 leave_out: Iterable[str | os.PathLike] = ()) -> None:
         self.root = Path(root)
         if not self.root.exists():
             raise UsageError(f"{self.root}: no such file or directory")
@@ -109,6 +110,16 @@ class FileWalk:
         self.older_than = _cutoff(older_than)
         self.as_str = as_str
         self.errors: list[tuple[str, str]] = []
+        # Files left out by identity (device, inode), whatever name the walk meets them under:
+        # a manifest written into the tree it lists must not list itself.
+        self.leave_out = tuple(os.path.abspath(os.fspath(p)) for p in leave_out)
+        self._left_out: dict[int, int] = {}
+        for p in self.leave_out:
+            try:
+                st = os.stat(p)
+                self._left_out[st.st_ino] = st.st_dev
+            except OSError:
+                pass  # not there (yet): nothing to leave out
         self._accept_all = (self.include == ("*",) and not self.exclude and self.min_size is None
                             and self.max_size is None and self.newer_than is None and self.older_than is None)
 
@@ -117,6 +128,8 @@ class FileWalk:
         opts = {"include": self.include, "exclude": self.exclude, "recursive": self.recursive,
                 "follow_symlinks": self.follow_symlinks, "hidden": self.hidden, "min_size": self.min_size,
                 "max_size": self.max_size}
+        if getattr(self, "leave_out", ()):
+            opts["leave_out"] = self.leave_out
         shown = ", ".join(f"{k}={v!r}" for k, v in opts.items() if v not in ((), None))
         return f"files({os.path.abspath(self.root)!r}, {shown})"
 
@@ -151,6 +164,7 @@ class FileWalk:
             seen.add((st.st_dev, st.st_ino))
         hidden, recursive, exclude = self.hidden, self.recursive, self.exclude
         accept_all = self._accept_all
+        left_out = getattr(self, "_left_out", None)
         # Relative paths are only built when a pattern needs them (one with a slash).
         need_rel = any("/" in p for p in self.include + self.exclude)
         # Depth first, in name order, descending into a directory when it is met, as `find`
@@ -186,9 +200,17 @@ class FileWalk:
                     stack.append((self._entries(entry.path), rel + "/" if need_rel else ""))
                     break  # go down now; this directory's iterator resumes afterwards
                 if is_file and (accept_all or self._wanted_file(entry.path, name, rel, entry)):
+                    if left_out and entry.inode() in left_out and self._is_left_out(entry):
+                        continue
                     yield entry.path
             else:
                 stack.pop()
+
+    def _is_left_out(self, entry: os.DirEntry) -> bool:
+        try:
+            return self._left_out.get(entry.inode()) == entry.stat(follow_symlinks=False).st_dev
+        except OSError:
+            return False
 
     def _entries(self, path: str) -> Iterator[os.DirEntry]:
         try:
@@ -234,7 +256,8 @@ def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = 
           follow_symlinks: bool = False, hidden: bool = True, min_size: int | str | None = None,
           max_size: int | str | None = None, newer_than: When = None, older_than: When = None,
           as_str: bool = False, *, watch: bool = False, settle: float | str = 2.0,
-          poll: bool | float | str = False, ignore: Patterns = None) -> FileWalk:
+          poll: bool | float | str = False, ignore: Patterns = None,
+          leave_out: Iterable[str | os.PathLike] = ()) -> FileWalk:
     """The files under ``root``, lazily, as ``Path`` objects (depth first, in name order).
 
     ``include`` / ``exclude``: glob patterns (one or a list) matched against the file name, or
@@ -244,6 +267,8 @@ def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = 
     ``min_size`` / ``max_size`` take bytes or ``"10MB"``; ``newer_than`` / ``older_than`` take
     a ``datetime`` or an age (``"7d"``, a ``timedelta``, seconds). ``as_str=True`` yields path
     strings instead of ``Path`` objects: building a ``Path`` costs more than hashing a small file.
+    ``leave_out``: files never yielded, whatever name the walk meets them under (a manifest or
+    a log written inside the tree being walked).
 
     ``watch=True`` makes an endless source of complete file versions instead: the files present
     now, then each file that arrives or changes, once its size and mtime have not changed for
@@ -261,5 +286,8 @@ def files(root: str | os.PathLike, include: Patterns = "*", exclude: Patterns = 
                          newer_than, older_than, as_str, settle=settle, poll=poll, ignore=ignore)
     if settle != 2.0 or poll is not False or ignore is not None:
         raise UsageError("settle=, poll= and ignore= only apply to a watch: add watch=True")
+    if leave_out:
+        return FileWalk(root, include, exclude, recursive, follow_symlinks, hidden, min_size, max_size,
+                        newer_than, older_than, as_str, leave_out=leave_out)
     return FileWalk(root, include, exclude, recursive, follow_symlinks, hidden,
                     min_size, max_size, newer_than, older_than, as_str)
