@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-BACKENDS = ["serial", "thread", "process", "dask"]
+BACKENDS = ["serial", "thread", "process", "dask", "executor-thread", "executor-process"]
+# Backends whose calls run in this process (nothing is pickled): serial, threads, a thread pool.
+IN_PROCESS = ("serial", "thread", "executor-thread")
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +29,41 @@ def dask_client():
     cluster.close()
 
 
+@pytest.fixture(scope="session")
+def process_pool():
+    """A plain concurrent.futures process pool, the kind users already have."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    pool = cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    yield pool
+    pool.shutdown(cancel_futures=True)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """A backend (name or instance) to pass as ``backend=``, with 2 workers where it matters."""
+    """A backend to pass as ``backend=`` (a name, a backend instance, or a plain executor),
+    with 2 workers where it matters."""
     name = request.param
     if name == "dask":
         import batchkit as bk
 
         return bk.DaskBackend(client=request.getfixturevalue("dask_client"))
+    if name == "executor-thread":
+        import concurrent.futures as cf
+
+        pool = cf.ThreadPoolExecutor(2)
+        request.addfinalizer(pool.shutdown)
+        return pool
+    if name == "executor-process":
+        return request.getfixturevalue("process_pool")
     return name
+
+
+@pytest.fixture
+def backend_kind(request, backend):
+    """The name of the backend the test runs on (``backend`` itself may be an instance)."""
+    return request.node.callspec.params["backend"]
 
 
 @pytest.fixture

@@ -146,7 +146,8 @@ def test_a_manifest_cut_short_by_a_closed_pipe_fails_the_run(tmp_path):
         (tree / f"{i:05d}-{'x' * 60}.dat").write_text(str(i))
     env = python_env()
     env["BATCHKIT_HOME"] = str(tmp_path / "home")
-    res = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m batchkit run checksum {tree} | head -c 100"],
+    pipeline = f"{sys.executable} -m batchkit run checksum {tree} | head -c 100"
+    res = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline],
                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert len(res.stdout) == 100
     assert res.returncode == 141, res.stderr

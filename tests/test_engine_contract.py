@@ -11,6 +11,8 @@ import pytest
 import batchkit as bk
 from batchkit.engine.loop import Engine
 
+from conftest import IN_PROCESS
+
 
 def double(x):
     return x * 2
@@ -203,9 +205,9 @@ def lock_on_three(x):
     return threading.Lock() if x == 3 else x
 
 
-def test_value_that_cannot_be_sent_back_fails_only_its_item(backend, workers):
+def test_value_that_cannot_be_sent_back_fails_only_its_item(backend, backend_kind, workers):
     report = bk.run(lock_on_three, range(10), backend=backend, workers=workers, chunk_size=4, progress=False)
-    if backend in ("serial", "thread"):
+    if backend_kind in IN_PROCESS:
         assert report.ok  # nothing travels between processes
     else:
         (bad,) = report.failures
@@ -213,12 +215,12 @@ def test_value_that_cannot_be_sent_back_fails_only_its_item(backend, workers):
         assert [o.value for o in report.outcomes if o.ok] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
 
 
-def test_an_unpicklable_item_fails_alone_with_a_clear_message(backend, workers):
+def test_an_unpicklable_item_fails_alone_with_a_clear_message(backend, backend_kind, workers):
     import threading
 
     items = [1, 2, threading.Lock(), 4, 5]
     report = bk.run(str, items, backend=backend, workers=workers, chunk_size=5, progress=False)
-    if backend in ("serial", "thread"):
+    if backend_kind in IN_PROCESS:
         assert report.ok  # nothing travels between processes
         return
     (bad,) = report.failures

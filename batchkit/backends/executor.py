@@ -32,13 +32,30 @@ class ExecutorBackend(Backend):
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
         try:
-            inner = self.executor.submit(fn, arg)
+            if self.runs_in_process:
+                inner = self.executor.submit(fn, arg)
+            else:  # plain pickle cannot send lambdas, closures or notebook functions: cloudpickle can
+                import cloudpickle
+
+                try:
+                    blob = cloudpickle.dumps((fn, arg))
+                except Exception as exc:  # the engine finds the item that cannot travel
+                    return failed_future(exc)
+                inner = self.executor.submit(_call_pickled, blob)
         except cf.BrokenExecutor as exc:
             raise BackendError(f"the {self.name} is broken ({exc}); a standard-library pool cannot replace "
                                "a worker that died: use backend='process'") from None
         except RuntimeError as exc:  # shut down by its owner
             return failed_future(BackendError(f"the {self.name} cannot take work: {exc}"))
         return relay(inner, _translate)
+
+
+def _call_pickled(blob: bytes) -> Any:
+    """In the executor's worker: run a call that travelled with cloudpickle."""
+    import pickle
+
+    fn, arg = pickle.loads(blob)
+    return fn(arg)
 
 
 def _translate(exc: BaseException) -> BaseException:

@@ -251,6 +251,8 @@ class Engine:
             if self.stopping is not None:
                 return  # cut short by the stop: left for --resume
             self._failed_call(window, sub, exc)
+            if sub.chunk.remaining == 0:  # its last item failed alone (it could not travel)
+                finished.append(sub.chunk)
             return
         result = fut.result()
         n = sub.hi - sub.lo
