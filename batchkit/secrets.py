@@ -341,29 +341,3 @@ def redact(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(redact(v) for v in value)
     return value
-
-
-def contains_secret(text: str) -> bool:
-    """Whether :func:`redact_text` would change ``text``."""
-    return bool(text) and redact_text(text) != text
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    """A command line with secrets masked: the value after an option named like a secret
-    (``--api-token X``, ``--api-token=X``), URL passwords and secret environment values."""
-    out: list[str] = []
-    mask_next = False
-    for arg in argv:
-        if mask_next:
-            out.append(MASK)
-            mask_next = False
-            continue
-        if arg.startswith("--") and is_secret_name(arg[2:].split("=", 1)[0]):
-            if "=" in arg:
-                out.append(arg.split("=", 1)[0] + "=" + MASK)
-            else:
-                out.append(arg)
-                mask_next = True
-            continue
-        out.append(redact_text(arg))
-    return out
