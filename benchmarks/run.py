@@ -6,7 +6,7 @@
 
 Run it from the repository root (the workers import ``benchmarks.workloads``).
 
-``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, startup, checksum, watch); ``--json
+``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, startup, checksum, watch, redact); ``--json
 FILE`` saves the raw round times. Targets that are not met are reported, not fatal: the exit
 status is 0 unless the benchmark itself broke.
 """
@@ -24,13 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import checksum, machine, rss, startup, watch
+from . import checksum, machine, redact, rss, startup, watch
 from .notes import DIAGNOSES, READING, SCENARIO_NOTES
 from .peers import Shared
 from .scenarios import MAP_SCENARIOS, SIZES, Section, Sizes, run_map, targets
 from .table import markdown_table, targets_table, timing_cells
 
-ORDER = ("tiny", "dask", "cpu", "io", "rss", "startup", "checksum", "watch")
+ORDER = ("tiny", "dask", "cpu", "io", "rss", "startup", "checksum", "watch", "redact")
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 Log = Callable[[str], None]
@@ -79,13 +79,21 @@ def watch_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
                    "against a plain `bk.files` walk; CPU while idle.", header, cells, tgts, notes, timings)
 
 
+def redact_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
+    """``redact_text`` on adversarial text of 1k, 10k and 100k characters (issue 11)."""
+    header, cells, tgts, timings, notes = redact.run(max(sizes.rounds, 5) if sizes.name != "smoke" else 1, log)
+    return Section("redact", "Redaction: secrets masked in linear time",
+                   "`batchkit.secrets.redact_text` in this process, on text built to be slow for it; no secret "
+                   "environment values set.", header, cells, tgts, notes, timings)
+
+
 def build(key: str, sizes: Sizes, shared: Shared, log: Log) -> Section:
     """Run scenario ``key``; a scenario that breaks becomes a section that says so."""
     try:
         if key in MAP_SCENARIOS:
             return map_section(key, sizes, shared, log)
         return {"rss": rss_section, "startup": startup_section, "checksum": checksum_section,
-                "watch": watch_section}[key](
+                "watch": watch_section, "redact": redact_section}[key](
             sizes, shared, log)
     except Exception as exc:  # report it in the table and carry on with the other scenarios
         return Section(key, key, f"**failed**: {type(exc).__name__}: {exc}")
