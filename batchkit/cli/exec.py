@@ -200,7 +200,7 @@ def _params() -> list[click.Parameter]:
           help="Many items per command, as many as fit the command line; the word around {} is "
                "repeated for each item (pre-{} -> pre-a pre-b)."),
         o(["-m", "many_m"], is_flag=True, help="Like -X, but {} itself holds all the items."),
-        o(["-s", "--max-chars"], type=click.IntRange(min=16), metavar="N",
+        o(["-s", "--max-chars"], type=click.IntRange(min=1), metavar="N",
           help="With -X/-m: commands shorter than N characters (as --dry-run shows them) [default: "
                "what the system allows]."),
         o(["--tag"], is_flag=True, help="Start each output line with the item and a tab."),

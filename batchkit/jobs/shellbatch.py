@@ -6,7 +6,8 @@ theirs, and ``--resume`` skips the commands that finished. Items are grouped in 
 many per command as fit the command line (:func:`command_line_limit`, or ``--max-chars``), so the
 grouping, and with it ``--resume``, is the same for the same input and options. As in GNU
 parallel, when the items would fill fewer commands than there are workers, they are spread evenly
-over the workers instead, so that a short list still runs in parallel.
+over the workers instead (``ceil(n / jobs)`` items each), so that a short list still runs in
+parallel.
 
 A :class:`Batch` of one item also carries its input position for ``--keep-order``.
 """
@@ -110,16 +111,11 @@ def batches(items: Iterable[Any], template: Template, mode: str, *, max_chars: i
 
 
 def _spread(groups: list[list], jobs: int, fits: _Fits) -> list[list]:
-    """The items of ``groups`` over ``jobs`` commands, evenly (the first ones take one more), if
-    each still fits; else ``groups`` as they are."""
+    """The items of ``groups`` in commands of ``ceil(n / jobs)`` items each, as GNU parallel
+    spreads them, if each still fits; else ``groups`` as they are."""
     items = [i for g in groups for i in g]
-    n = min(jobs, len(items))
-    size, extra = divmod(len(items), n)
-    spread, start = [], 0
-    for j in range(n):
-        end = start + size + (j < extra)
-        spread.append(items[start:end])
-        start = end
+    size = -(-len(items) // jobs)
+    spread = [items[i:i + size] for i in range(0, len(items), size)]
     return spread if all(fits.whole(g) for g in spread) else groups
 
 

@@ -39,6 +39,7 @@ PLACEHOLDERS = ("{}", "{name}", "{stem}", "{parent}")
 _VAR = {"{}": "item", "{name}": "name", "{stem}": "stem", "{parent}": "parent"}
 _WORD_END = frozenset(" \t\n;&|<>()")
 _DOUBLE_SPECIAL = re.compile(r'([\\$`"])')
+_PARAM_SPECIAL = re.compile(r'([\\$`"}])')
 _HEREDOC_SPECIAL = re.compile(r"([\\$`])")
 _BACKTICK_SPECIAL = re.compile(r"([\\$`])")
 
@@ -46,11 +47,13 @@ _BACKTICK_SPECIAL = re.compile(r"([\\$`])")
 @dataclasses.dataclass(frozen=True)
 class Slot:
     """One placeholder: its token, its quoting context (bare, single, double, heredoc, comment),
-    and whether it sits inside backticks (whose text is unescaped once more by the shell)."""
+    whether it sits inside backticks (whose text is unescaped once more by the shell) and inside
+    ``${...}`` (where ``}`` ends the expansion)."""
 
     token: str
     context: str
     backticks: bool = False
+    param: bool = False
 
 
 @dataclasses.dataclass
@@ -187,7 +190,7 @@ def _piece(slot: Slot, values: dict[str, str], k: int, inline: bool) -> str:
     elif ctx == "single":
         text = value.replace("'", "'\\''")
     elif ctx == "double":
-        text = _DOUBLE_SPECIAL.sub(r"\\\1", value)
+        text = (_PARAM_SPECIAL if slot.param else _DOUBLE_SPECIAL).sub(r"\\\1", value)
     elif ctx == "heredoc":
         text = _HEREDOC_SPECIAL.sub(r"\\\1", value)
         if "\n" in value:  # a raw newline could form the delimiter's line: let printf write it
@@ -268,7 +271,7 @@ class _Scanner:
         context = {"cmd": "bare", "single": "single", "double": "double", "heredoc": "heredoc",
                    "comment": "comment"}.get(f.kind) or f.outer
         backticks = any(fr.kind == "cmd" and fr.opener == "`" for fr in self.stack)
-        self.slots.append((i, Slot(token, context, backticks)))
+        self.slots.append((i, Slot(token, context, backticks, f.kind == "param")))
         if context != "comment" and f.kind != "heredoc":
             cmd = self._command_frame()
             if cmd is not None:
