@@ -4,7 +4,9 @@ with GNU parallel itself where it is installed."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -61,6 +63,31 @@ def test_three_colon_items_retry_like_any_other(tmp_path):
         f.unlink()
     result = invoke("exec", "--retry-failed", cmd, *items)  # options go before :::
     assert result.exit_code == 1 and sorted(p.name for p in done.iterdir()) == ["b"]
+
+
+def test_the_resume_hint_puts_resume_before_the_items_and_works(tmp_path):
+    env = python_env()
+    env["BATCHKIT_HOME"] = str(tmp_path / "home")
+    started, fast = tmp_path / "started", tmp_path / "fast"
+    started.mkdir()
+    cmd = f"touch {started}/{{}}; test -e {fast} || test {{}} != slow || sleep 30"
+    proc = subprocess.Popen([PY, "-m", "batchkit", "exec", "-j", "2", cmd, ":::", "a", "slow", "b"], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(list(started.iterdir())) < 3:
+        assert time.monotonic() < deadline, "commands did not start"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    hint = shlex.split(err.split("Resume with: ", 1)[1].strip())
+    assert hint[:2] == ["batchkit", "exec"] and hint[-5:] == ["--resume", ":::", "a", "slow", "b"]
+    fast.touch()
+    resumed = subprocess.run([PY, "-m", *hint], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    # `a` was recorded; `b`, finished but behind `slow` in input order, runs again with it.
+    assert "exec: 3 succeeded, 0 failed (1 finished by an earlier attempt)" in resumed.stderr
 
 
 @pytest.mark.parametrize("args,message", [

@@ -39,6 +39,7 @@ CONTEXTS = {
     "quoted parameter default": ("printf '%s\\0' \"${BK_UNSET_VAR:-<{}>}\"", lambda v: f"<{v}>\0"),
     "backticks": ("printf '%s\\0' \"`printf '%s' {}`\"", lambda v: f"{v}\0"),
     "here-document": ("cat <<EOF\n<{}>\nEOF", lambda v: f"<{v}>\n"),
+    "here-document, parameter default": ("cat <<EOF\n<${BK_UNSET_VAR:-{}}>\nEOF", lambda v: f"<{v}>\n"),
     "here-document, tabs stripped": ("cat <<-END\n\t<{}>\n\tEND", lambda v: f"<{v}>\n"),
     "comment": ("printf 'ran\\0' # {} and more", lambda v: "ran\0"),
     "several in one word": ("printf '%s\\0' '{}'\"{}\"{}", lambda v: f"{v}{v}{v}\0"),
