@@ -32,7 +32,8 @@ from .shellbatch import Batch
 from .shellquote import PLACEHOLDERS, Template, item_values
 
 TAIL = 2000  # characters of a failed command's stderr kept in its error message
-__all__ = ["PLACEHOLDERS", "CommandFailed", "CommandTimedOut", "HeldOutput", "ShellCommand", "render"]
+__all__ = ["PLACEHOLDERS", "CommandFailed", "CommandTimedOut", "HeldOutput", "ShellCommand", "output_name", "render",
+           "terminate_running"]
 
 # Commands running in this process, so a stopped run can stop them after its grace period.
 # They run in batchkit's own process group: a terminal's Ctrl-C, a service manager's stop and
