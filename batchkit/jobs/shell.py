@@ -40,6 +40,7 @@ __all__ = ["PLACEHOLDERS", "CommandFailed", "CommandTimedOut", "HeldOutput", "Sh
 # `kill -9 -- -PGID` reach them with batchkit, so none outlives it.
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
+_output_lock = threading.Lock()  # one command's output at a time on this process's stdout/stderr
 # Exit statuses of a command stopped by a stop signal (killed by it, or a shell reporting 128+n).
 _STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
 _STOPPED = {-s for s in _STOP_SIGNALS} | {128 + s for s in _STOP_SIGNALS}
@@ -245,8 +246,14 @@ def _write(stream: Any, data: bytes) -> None:
         return
     buffer = getattr(stream, "buffer", None)
     if buffer is not None:
-        buffer.write(data)  # one call: a whole item's output, never interleaved with another's
-        buffer.flush()
+        # One piece, never interleaved with another command's: an unbuffered stream (python -u)
+        # may take only part of it, so the rest follows under the same lock.
+        with _output_lock:
+            view = memoryview(data)
+            while view:
+                n = buffer.write(view)
+                view = view[len(view) if n is None else n:]
+            buffer.flush()
     else:
         stream.write(data.decode("utf-8", "replace"))
         stream.flush()
