@@ -116,11 +116,11 @@ def make_backend(opts: dict, default: str) -> Any:
 
 def run_job(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
             default_backend: str = "process", items: Iterable[Any] | None = None,
-            source_args: dict | None = None, json_after_data: bool = False) -> int:
+            source_args: dict | None = None, json_after_data: bool = False, sinks: list | None = None) -> int:
     """Carry out a command-line run and print its outcome; return the exit code.
 
     ``json_after_data``: the items' own output is the data on stdout and ``--json`` is printed
-    after it (``exec``).
+    after it (``exec``). ``sinks``: more sinks for the run's chunks (``exec --keep-order``).
     """
     from ..interrupt import graceful
     from ..ops.operations import Operations
@@ -154,7 +154,7 @@ def run_job(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
         wait_lock=opts.get("wait_lock") or 0.0, output=output, retry_failed=bool(retry_failed), command=argv,
         # stdout reserved for --json or --output -: what items print goes to stderr. (A job that
         # writes its own data to stdout owns it: nothing is redirected.)
-        redirect_stdout=(as_json or output == "-") and not json_after_data, operations=operations,
+        redirect_stdout=(as_json or output == "-") and not json_after_data, operations=operations, sinks=sinks,
         backend=make_backend(opts, job.backend or default_backend), workers=opts.get("workers"),
         chunk_size=opts.get("chunk_size") or "auto", ordered=bool(opts.get("ordered", True)),
         timeout=opts.get("timeout"), progress=False if quiet else opts.get("progress"),

@@ -393,8 +393,10 @@ class Run:
         argv = self.plan.command
         if not argv:
             return None
-        args = [a for a in argv if a not in ("--resume", "--retry-failed")]
-        return shlex.join(["batchkit", *redact_argv(args), "--resume"])
+        # Options go before an `exec ... ::: ITEMS` list: what follows ::: is items, kept as given.
+        end = argv.index(":::") if ":::" in argv else len(argv)
+        args = [a for a in argv[:end] if a not in ("--resume", "--retry-failed")]
+        return shlex.join(["batchkit", *redact_argv([*args, "--resume", *argv[end:]])])
 
     def _summary(self, result: RunResult, row: dict | None) -> dict[str, Any]:
         e = self.engine
