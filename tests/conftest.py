@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-BACKENDS = ["serial", "thread", "process", "dask", "executor-thread", "executor-process"]
+NAMED_BACKENDS = ["serial", "thread", "process", "dask"]  # what backend="..." accepts
+BACKENDS = [*NAMED_BACKENDS, "executor-thread", "executor-process"]
 # Backends whose calls run in this process (nothing is pickled): serial, threads, a thread pool.
 IN_PROCESS = ("serial", "thread", "executor-thread")
 

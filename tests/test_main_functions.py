@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import BACKENDS, python_env
+from conftest import NAMED_BACKENDS, python_env
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", NAMED_BACKENDS)
 def test_function_defined_in_main_runs_on_every_backend(tmp_path, backend):
     script = tmp_path / "notebook_like.py"
     script.write_text(SCRIPT)
