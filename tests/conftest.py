@@ -1,4 +1,4 @@
-"""Shared fixtures. ``backend`` runs a test once per backend: serial, thread, process, dask.
+"""Shared fixtures. ``backend`` runs a test once per backend: serial, thread, process, dask, joblib (loky).
 
 The Dask backend uses one real LocalCluster (2 single-threaded worker processes) for the
 whole session; the process backend uses loky's real worker processes.
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-BACKENDS = ["serial", "thread", "process", "dask"]
+BACKENDS = ["serial", "thread", "process", "dask", "joblib"]
 
 
 @pytest.fixture(scope="session")
