@@ -72,10 +72,12 @@ def dies_on_13(x: int) -> int:
     return x
 
 
-def test_a_loky_worker_killed_by_its_item_fails_only_that_item_as_a_crash():
-    # loky fails every call in flight when a worker dies (TerminatedWorkerError); batchkit re-runs
-    # them in halves, on the fresh pool joblib's backend makes, until the item that kills alone is found.
-    with joblib.parallel_config(backend="loky", n_jobs=2):
+@pytest.mark.parametrize("where", ["loky", "multiprocessing"])
+def test_a_worker_killed_by_its_item_fails_only_that_item_as_a_crash(where):
+    # loky fails every call in flight when a worker dies (TerminatedWorkerError); multiprocessing's
+    # pool silently loses the task (joblib itself would wait forever), which batchkit notices. The
+    # calls in flight are re-run in halves until the item that kills a worker alone is found.
+    with joblib.parallel_config(backend=where, n_jobs=2):
         report = bk.run(dies_on_13, range(40), backend="joblib", chunk_size=4, progress=False)
     (bad,) = report.failures
     assert bad.item == 13 and bad.error.kind == "crash" and "SIGKILL" in bad.error.message

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
+import time
 from typing import Any, Callable
 
 from ..errors import BackendError, UsageError, WorkerCrashed
@@ -46,9 +47,10 @@ class JoblibBackend(Backend):
     between runs and are shared with other joblib code in the process.
 
     On joblib's threading backend (or ``n_jobs=1``) calls run in this process, so a stop reaches
-    running chunks; elsewhere a worker that dies is treated as on Dask: its items are re-run in
-    halves until the one that kills a worker alone is recorded as a crash. A timeout records the
-    item as timed out; joblib cannot kill one task's worker.
+    running chunks. Elsewhere a worker that dies fails the calls in flight (loky does so itself;
+    for ``multiprocessing`` batchkit notices, see :class:`_PoolWatch`), which are re-run in halves
+    until the item that kills a worker alone is recorded as a crash. A timeout records the item
+    as timed out; joblib cannot kill one task's worker.
 
     >>> with joblib.parallel_config(backend="threading", n_jobs=8):
     ...     bk.run(fetch, urls, backend="joblib")
@@ -73,6 +75,7 @@ class JoblibBackend(Backend):
         self._parallel: Any = None
         self._backend: Any = None
         self._inline = False
+        self._watch: _PoolWatch | None = None
 
     def start(self) -> None:
         if self._parallel is not None:
@@ -97,6 +100,8 @@ class JoblibBackend(Backend):
         self._inline = isinstance(backend, SequentialBackend)
         # Threads (joblib's threading backend, or sequential) run calls in this process.
         self.runs_in_process = bool(getattr(backend, "uses_threads", False))
+        if not self.runs_in_process:
+            self._watch = _PoolWatch.of(backend)
 
     @property
     def joblib_backend(self) -> Any:
@@ -113,6 +118,8 @@ class JoblibBackend(Backend):
         call = BatchedCalls([(fn, (arg,), {})], backend.get_nested_backend())
         outer: cf.Future = cf.Future()
         outer.set_running_or_notify_cancel()
+        if self._watch is not None:
+            call = self._watch.marked(call, outer)
 
         def retrieved(out: Any) -> None:  # joblib's completion callback, as Parallel gets it
             try:
@@ -147,10 +154,12 @@ class JoblibBackend(Backend):
         return outer
 
     def close(self, *, kill: bool = False) -> None:
-        parallel, backend = self._parallel, self._backend
-        self._parallel = self._backend = None
+        parallel, backend, watch = self._parallel, self._backend, self._watch
+        self._parallel = self._backend = self._watch = None
         if parallel is None:
             return
+        if watch is not None:
+            watch.stop()
         try:
             if kill and not self.runs_in_process:
                 try:  # stop what runs now: loky kills its workers, Dask forgets the tasks
@@ -165,6 +174,129 @@ class JoblibBackend(Backend):
     def __repr__(self) -> str:
         where = _describe(self._backend) if self._backend is not None else "not started"
         return f"JoblibBackend({where}, workers={self.workers})"
+
+
+class _PoolWatch:
+    """Notices a dead worker of a ``multiprocessing.Pool`` (joblib's "multiprocessing" backend).
+
+    The pool replaces a worker that died but loses the task it was running: no callback ever
+    comes, and the run would wait forever (joblib's own ``Parallel`` does). Each call first
+    writes its worker's pid to a marker file; a call whose worker is no longer among the pool's
+    live workers fails as a crash, and only such calls: one still queued is taken by another
+    worker. (The pool reaps and replaces a dead worker within milliseconds, so looking for
+    deaths instead would miss a replacement that died between two looks.)
+    """
+
+    POLL = 0.1
+
+    @classmethod
+    def of(cls, backend: Any) -> _PoolWatch | None:
+        import multiprocessing.pool
+
+        pool = getattr(backend, "_pool", None)
+        if not isinstance(pool, multiprocessing.pool.Pool) or isinstance(pool, multiprocessing.pool.ThreadPool):
+            return None
+        return cls(pool)
+
+    def __init__(self, pool: Any) -> None:
+        import itertools
+        import tempfile
+
+        self._pool = pool
+        self._pending: dict[cf.Future, str] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._dir = tempfile.mkdtemp(prefix="batchkit-joblib-")
+        self._ids = itertools.count()
+        self._procs = {proc.pid: proc for proc in list(pool._pool)}  # to read exit codes
+        threading.Thread(target=self._run, daemon=True, name="batchkit-joblib-pool-watch").start()
+
+    def marked(self, call: Callable[[], Any], fut: cf.Future) -> Callable[[], Any]:
+        """``call``, made to leave its worker's pid behind when it starts; ``fut`` is its outcome."""
+        import os
+
+        marker = os.path.join(self._dir, str(next(self._ids)))
+        with self._lock:
+            self._pending[fut] = marker
+        fut.add_done_callback(self._done)
+        return _Marked(call, marker)
+
+    def _done(self, fut: cf.Future) -> None:
+        import os
+
+        with self._lock:
+            marker = self._pending.pop(fut, None)
+        if marker is not None:
+            try:
+                os.unlink(marker)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        import shutil
+
+        self._stopped.set()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _run(self) -> None:
+        ran_on: dict[cf.Future, int] = {}
+        while not self._stopped.wait(self.POLL):
+            live = set()
+            for proc in list(self._pool._pool):
+                self._procs.setdefault(proc.pid, proc)
+                if proc.exitcode is None:
+                    live.add(proc.pid)
+            with self._lock:
+                pending = list(self._pending.items())
+            for fut, marker in pending:
+                pid = ran_on.get(fut)
+                if pid is None:
+                    try:
+                        with open(marker) as f:
+                            pid = ran_on[fut] = int(f.read())
+                    except (OSError, ValueError):
+                        continue  # not started yet: a live worker will take it
+                if pid not in live and not fut.done() and not self._stopped.is_set():
+                    proc = self._procs.get(pid)
+                    code = _exit_code(proc) if proc is not None else None
+                    if code != 0:  # 0: retired after its tasks (maxtasksperchild); its result is on its way
+                        _settle(fut, exc=WorkerCrashed(_describe_exit(code), code))
+            for fut in [f for f in ran_on if f.done()]:
+                del ran_on[fut]
+            for pid in [p for p, proc in self._procs.items() if p not in live and proc.exitcode is not None]:
+                if pid not in ran_on.values():
+                    del self._procs[pid]
+
+
+class _Marked:
+    """A call that first writes its worker's pid to ``marker`` (see :class:`_PoolWatch`)."""
+
+    def __init__(self, call: Callable[[], Any], marker: str) -> None:
+        self.call = call
+        self.marker = marker
+
+    def __call__(self) -> Any:
+        import os
+
+        with open(self.marker, "w") as f:
+            f.write(str(os.getpid()))
+        return self.call()
+
+
+def _describe_exit(code: int | None) -> str:
+    from .process import _describe_exit as describe
+
+    return describe(code)
+
+
+def _exit_code(proc: Any) -> int | None:
+    # The pool's own thread may be reaping it at this moment: give the exit code a moment to land.
+    for _ in range(100):
+        code = proc.exitcode
+        if code is not None:
+            return code
+        time.sleep(0.01)
+    return None
 
 
 def _submitter(backend: Any) -> Callable[..., Any]:
