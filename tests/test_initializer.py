@@ -22,7 +22,7 @@ from conftest import PY, python_env
 # A script run by a real interpreter: its functions live in __main__, so they travel to the
 # workers by value (cloudpickle), each chunk with its own copy of the module's globals.
 SCRIPT = '''
-import json, os, sys, threading
+import json, os, sys, threading, time
 import batchkit as bk
 
 MODEL = None
@@ -32,11 +32,13 @@ def load(name, log):
     global MODEL
     MODEL = name.upper()
     with open(log, "a") as f:
-        f.write(f"{os.getpid()} {threading.get_ident()}\\n")
+        f.write(f"{os.getpid()} {threading.get_ident()} {time.time()}\\n")
 
 
 def use(x):
     if x == int(os.environ.get("CRASH_ON", "-1")):
+        with open(os.environ["CRASH_LOG"], "a") as f:
+            f.write(f"{os.getpid()} {time.time()}\\n")
         os.kill(os.getpid(), 9)
     return [MODEL, os.getpid(), threading.get_ident()]
 
@@ -57,7 +59,7 @@ def run_script(tmp_path, backend: str, workers: int, **env: str) -> tuple[dict, 
     run = subprocess.run([PY, str(script), backend, str(workers), str(log)], capture_output=True, text=True,
                          env={**python_env(), **env}, cwd=tmp_path, timeout=90)
     assert run.returncode == 0, run.stderr
-    runs = collections.Counter(tuple(map(int, line.split())) for line in log.read_text().splitlines())
+    runs = collections.Counter(tuple(map(int, line.split()[:2])) for line in log.read_text().splitlines())
     return json.loads(run.stdout), runs
 
 
@@ -73,15 +75,20 @@ def test_initializer_runs_once_per_worker_process_and_the_function_sees_its_glob
 
 
 def test_a_worker_that_replaces_a_crashed_one_runs_the_initializer_again(tmp_path):
-    out, runs = run_script(tmp_path, "process", 2, CRASH_ON="13")
+    crashes = tmp_path / "crash.log"
+    out, runs = run_script(tmp_path, "process", 2, CRASH_ON="13", CRASH_LOG=str(crashes))
     by_item = {item: (ok, value, kind) for item, ok, value, kind in out["outcomes"]}
     assert by_item[13] == (False, None, "crash")
     assert all(ok and value[0] == "BERT" for item, (ok, value, _) in by_item.items() if item != 13)
     pids = collections.Counter(pid for pid, _ in runs)
     assert set(pids.values()) == {1}  # once in each process, however many there were
-    assert len(pids) > 2  # the pool was replaced: its new workers set up again
+    inits = [line.split() for line in (tmp_path / "init.log").read_text().splitlines()]
+    first_crash = min(float(line.split()[1]) for line in crashes.read_text().splitlines())
+    killed = {int(line.split()[0]) for line in crashes.read_text().splitlines()}
+    replacements = {int(pid) for pid, _, when in inits if float(when) > first_crash}
+    assert killed <= set(pids) and replacements and not replacements & killed
     served = {value[1] for ok, value, _ in by_item.values() if ok}
-    assert served <= set(pids) and len(served) >= 2
+    assert served & replacements  # items after the crash ran in workers that set up again
 
 
 def test_initializer_runs_once_per_thread_on_the_thread_backend(tmp_path):
