@@ -1,4 +1,4 @@
-"""Shared fixtures. ``backend`` runs a test once per backend: serial, thread, process, dask.
+"""Shared fixtures. ``backend`` runs a test once per backend: serial, thread, process, dask, joblib (loky).
 
 The Dask backend uses one real LocalCluster (2 single-threaded worker processes) for the
 whole session; the process backend uses loky's real worker processes.
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-NAMED_BACKENDS = ["serial", "thread", "process", "dask"]  # what backend="..." accepts
+NAMED_BACKENDS = ["serial", "thread", "process", "dask", "joblib"]  # what backend="..." accepts
 BACKENDS = [*NAMED_BACKENDS, "executor-thread", "executor-process"]
 # Backends whose calls run in this process (nothing is pickled): serial, threads, a thread pool.
 IN_PROCESS = ("serial", "thread", "executor-thread")

@@ -228,6 +228,18 @@ def test_an_unpicklable_item_fails_alone_with_a_clear_message(backend, backend_k
     assert [o.value for o in report.outcomes if o.ok] == ["1", "2", "4", "5"]
 
 
+def test_a_chunk_whose_items_all_cannot_be_pickled_still_finishes(backend, backend_kind, workers):
+    import threading
+
+    items = [threading.Lock() for _ in range(6)]
+    report = bk.run(str, items, backend=backend, workers=workers, chunk_size=2, progress=False)
+    if backend_kind in IN_PROCESS:
+        assert report.ok
+        return
+    assert report.failed == 6
+    assert all("cannot be sent to the worker processes" in o.error.message for o in report.failures)
+
+
 def test_an_unpicklable_function_is_a_clear_usage_error():
     import threading
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import UsageError
 from .base import Backend
 
-NAMES = ("serial", "thread", "process", "dask")
+NAMES = ("serial", "thread", "process", "dask", "joblib")
 
 
 def backend_class(name: str) -> type[Backend]:
@@ -33,6 +33,10 @@ def backend_class(name: str) -> type[Backend]:
         from .dask import DaskBackend
 
         return DaskBackend
+    if name == "joblib":
+        from .joblib import JoblibBackend
+
+        return JoblibBackend
     raise UsageError(f"unknown backend {name!r}: choose one of {', '.join(NAMES)}")
 
 

@@ -283,6 +283,8 @@ class Engine:
             window.rerun.append(dataclasses.replace(sub, slot=None, task=None, killed_at=None, check_values=True))
             return
         _check_picklable(self.fn, "the function", exc)
+        if self.options.initializer is not None:
+            _check_picklable((self.options.initializer, self.options.initargs), "the initializer", exc)
         if sub.hi - sub.lo > 1:  # still failing: halve until the one item or value at fault is found
             mid = (sub.lo + sub.hi) // 2
             window.rerun.extend(dataclasses.replace(sub, lo=lo, hi=hi, slot=None, task=None, killed_at=None)

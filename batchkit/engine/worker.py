@@ -126,7 +126,7 @@ def _capture(exc: BaseException) -> ItemError:
 def run_chunk(task: Task) -> ChunkResult:
     """Run ``task.fn`` on every item of ``task.items``; never raises for an item's error."""
     if task.init is not None:
-        failed = _initialize(task.init)
+        failed = _initialize(task)
         if failed is not None:
             return _all_failed(task, failed)
     if task.retry is None and task.timeout is None and not task.check_values:
@@ -134,17 +134,24 @@ def run_chunk(task: Task) -> ChunkResult:
     return _run_general(task)
 
 
-# Which runs' initializers this thread has run: a worker process runs its tasks in one thread,
-# a thread pool in many, so per thread is "once per worker" on every backend.
+# Per worker thread: the runs whose initializer ran here, each with the function its first chunk
+# brought. A worker process runs its tasks in one thread, a thread pool in many, so per thread is
+# "once per worker" on every backend. Later chunks of a run call that first function: code sent by
+# value (a script's or a notebook's functions, a job file) arrives with a fresh copy of its module
+# globals in every chunk, so the model the initializer stored in a global would be missing from
+# the next chunk's copy. A worker serving many runs keeps the latest few.
 _local = threading.local()
+KEEP_RUNS = 8
 
 
-def _initialize(init: tuple[str, Callable[..., Any], tuple]) -> ItemError | None:
-    token, initializer, initargs = init
-    done = getattr(_local, "initialized", None)
-    if done is None:
-        done = _local.initialized = set()
-    if token in done:
+def _initialize(task: Task) -> ItemError | None:
+    token, initializer, initargs = task.init  # type: ignore[misc]
+    runs = getattr(_local, "runs", None)
+    if runs is None:
+        runs = _local.runs = {}
+    fn = runs.get(token)
+    if fn is not None:
+        task.fn = fn
         return None
     try:
         initializer(*initargs)
@@ -154,7 +161,9 @@ def _initialize(init: tuple[str, Callable[..., Any], tuple]) -> ItemError | None
         error = ItemError.from_exception(exc, step="initializer", skip=1)
         return ItemError(error.type, f"the worker's initializer failed: {error.message}", error.traceback,
                          "exception", "initializer")
-    done.add(token)
+    runs[token] = task.fn
+    if len(runs) > KEEP_RUNS:
+        del runs[next(iter(runs))]
     return None
 
 

@@ -7,6 +7,7 @@ help from an ``Args:`` section of the docstring). A job may also declare::
     @job.source    # where items come from; parameters without defaults become arguments (ROOT)
     @job.step      # a further step: receives the previous step's value (and ``item`` if asked)
     @job.setup     # once before the run (validate options, create directories)
+    @job.initializer  # once in each worker before its first item (load a model, open a connection)
     @job.teardown  # once after the run, whatever happened
     @job.finish    # once after a completed run, with every outcome (e.g. write a manifest)
 
@@ -74,6 +75,7 @@ class Job:
         self.steps: list[tuple[str, Callable[..., Any]]] = [(getattr(fn, "__name__", self.name), fn)]
         self._source: Callable[..., Iterable[Any]] | None = None
         self._setup: Callable[..., Any] | None = None
+        self._initializer: Callable[..., Any] | None = None
         self._teardown: Callable[..., Any] | None = None
         self._finish: Callable[..., Any] | None = None
         params, _ = signature_of(fn)
@@ -125,6 +127,27 @@ class Job:
         self.params()
         return fn
 
+    def initializer(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``fn`` once in each worker before its first item: load a model, open a connection.
+
+        The ``initializer`` of ``concurrent.futures`` and ``multiprocessing.Pool``, declared on
+        the job: its parameters are job options, filled like :meth:`setup`'s. It runs once per
+        worker process (again in a worker that replaces one that died), per Dask worker, per
+        thread on the thread backend, and once in this process on the serial backend. What it
+        stores in a module-level global is there for the job's function in that worker. If it
+        raises, the items of that worker's chunk fail with ``ItemError.step == "initializer"``
+        and its next chunk tries again.
+
+        >>> MODEL = None
+        >>> @tag.initializer
+        ... def load(model: str = "small"):
+        ...     global MODEL
+        ...     MODEL = load_model(model)
+        """
+        self._initializer = fn
+        self.params()
+        return fn
+
     def teardown(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Run ``fn`` once after the run, whether it succeeded, failed or was interrupted."""
         self._teardown = fn
@@ -154,7 +177,7 @@ class Job:
         hooks = [(fn, 1) for _, fn in self.steps]
         if self._finish is not None:
             hooks.append((self._finish, 1))
-        hooks += [(f, 0) for f in (self._source, self._setup, self._teardown) if f is not None]
+        hooks += [(f, 0) for f in (self._source, self._setup, self._initializer, self._teardown) if f is not None]
         return hooks
 
     def params(self) -> list[Param]:
@@ -277,6 +300,14 @@ class BoundJob:
         """Run the job's set-up, if any."""
         self._call(self.job._setup)
 
+    def initializer(self) -> Callable[[], Any] | None:
+        """The job's per-worker initializer with its option values (picklable), or ``None``."""
+        fn = self.job._initializer
+        if fn is None:
+            return None
+        kw = self._kwargs(fn, 0)
+        return functools.partial(fn, **kw) if kw else fn
+
     def teardown(self) -> None:
         """Run the job's tear-down, if any."""
         self._call(self.job._teardown)
@@ -313,6 +344,12 @@ class BoundJob:
             options.setdefault("key", job.key)
         if "retry" not in options:  # given, even as None or 0, it overrides the job's own policy
             options["retry"] = job.retry
+        init = self.initializer()
+        if init is not None:  # the job's own first, then one the caller gave too
+            given = options.get("initializer")
+            if given is not None:
+                init = InitChain(init, given, tuple(options.get("initargs") or ()))
+            options["initializer"], options["initargs"] = init, ()
         opts = RunOptions.build(**options)
         source = self.items(items)
         args = {**self.args, **(identity_args(source) if items is not None and source_args is None else {}),
@@ -354,6 +391,20 @@ class Pipeline:
                 err.__batchkit_step__ = name  # type: ignore[attr-defined]
                 raise err from exc
         return value
+
+
+class InitChain:
+    """A job's initializer, then the caller's ``initializer(*initargs)``; a top-level class so it
+    pickles to workers."""
+
+    def __init__(self, first: Callable[[], Any], then: Callable[..., Any], then_args: tuple) -> None:
+        self.first = first
+        self.then = then
+        self.then_args = then_args
+
+    def __call__(self) -> None:
+        self.first()
+        self.then(*self.then_args)
 
 
 class ConvertItems:
