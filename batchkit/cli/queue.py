@@ -25,7 +25,15 @@ STALL = 0.2  # seconds without a new line after which the lines read so far are 
 
 
 class QueueGroup(OneLineErrors, click.Group):
-    """The ``queue`` group: its usage errors are one line too."""
+    """The ``queue`` group: its usage errors, an unknown sub-command too, are one line."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            if isinstance(exc, CliError):
+                raise
+            raise CliError(f"{exc.format_message()} (see '{ctx.command_path} --help')") from None
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:

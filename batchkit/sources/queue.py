@@ -6,7 +6,7 @@ and the run's lifecycle passes every finished chunk to a :class:`QueueSink`, whi
 outcomes in the queue (one transaction per chunk) for :meth:`batchkit.Queue.result` to read.
 
 - Backpressure: the source claims only when the engine pulls, about what the engine pulls in
-  50 ms at a time (one item when items are slow, up to ``batch`` when they are tiny), so a
+  20 ms at a time (one item when items are slow, up to ``batch`` when they are tiny), so a
   consumer holds what its in-flight window holds and little more; the other consumers get the rest.
 - Leases: a daemon thread renews the leases of the items claimed and not yet finished every
   ``lease / 3`` seconds, so a long item is not taken by another consumer while its own lives; a
@@ -41,7 +41,8 @@ __all__ = ["QueueSink", "QueueSource"]
 log = logging.getLogger("batchkit.queue")
 
 DEFAULT_BATCH = 100  # most items claimed at once
-AHEAD = 0.05  # claim about what the engine pulls in this many seconds
+AHEAD = 0.02  # claim about what the engine pulls in this many seconds
+WINDOW = 0.25  # seconds over which the engine's pace is measured
 
 
 class QueueSource:
@@ -84,8 +85,7 @@ class QueueSource:
         self._closed = threading.Event()
         self._ended = False
         self._size = 1
-        self._last_claim = 0.0
-        self._last_count = 0
+        self._marks: deque[tuple[float, int]] = deque()  # (time, items handed out) at recent claims
         self._stop_renewing = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -116,14 +116,20 @@ class QueueSource:
             pause = min(2 * pause, self.poll)
 
     def _claim(self) -> bool:
-        # Claim what the engine pulls in about AHEAD seconds, measured over the previous claim: one
-        # transaction per many items when it pulls fast, one item at a time when items are slow.
-        now = time.monotonic()
-        if self._last_claim:
-            rate = self._last_count / max(now - self._last_claim, 1e-6)
+        # Claim what the engine pulls in about AHEAD seconds: one transaction per many items when
+        # it pulls fast, one item at a time when items are slow. The rate is measured over at
+        # least WINDOW seconds, so the burst of a new chunk (many next() calls at once) is not
+        # taken for the pace of the run.
+        now, handed = time.monotonic(), len(self._ids)
+        marks = self._marks
+        while len(marks) > 1 and now - marks[1][0] >= WINDOW:
+            marks.popleft()  # keep the newest mark at least WINDOW old, and the ones after it
+        if marks:
+            then, handed_then = marks[0]
+            rate = (handed - handed_then) / max(now - then, WINDOW)
             self._size = max(1, min(self.batch, int(rate * AHEAD)))
+        marks.append((now, handed))
         claimed = self.queue.claim(self._size, self.lease)
-        self._last_claim, self._last_count = time.monotonic(), len(claimed)
         if not claimed:
             return False
         with self._lock:

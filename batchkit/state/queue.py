@@ -338,7 +338,8 @@ class Queue:
         seconds (``None``: for ever) for a consumer to finish it.
 
         A failed item returns its outcome too (``ok`` false, ``error`` set; ``outcome.unwrap()``
-        raises). Raises :class:`QueueTimeout` (a ``TimeoutError``) when the wait ends first, and
+        raises). ``outcome.item`` is ``None`` if the item cannot be loaded in this process.
+        Raises :class:`QueueTimeout` (a ``TimeoutError``) when the wait ends first, and
         :class:`UnknownItem` for an id this queue does not have.
 
         >>> q.result(1, timeout=30).unwrap()
@@ -363,11 +364,14 @@ class Queue:
     def _outcome(self, id_: int, item: bytes, outcome: bytes) -> Outcome:
         try:
             stored = pickle.loads(outcome)
-            value = pickle.loads(item)
         except Exception as exc:
             raise BatchkitError(f"the outcome of item {id_} of queue {self.name!r} cannot be loaded in this process "
                                 f"({type(exc).__name__}: {exc}); return plain values (str, numbers, dicts, lists) "
                                 "from the job, or load it where the job's classes can be imported") from exc
+        try:
+            value = pickle.loads(item)
+        except Exception:  # the item is context; the outcome is what was asked for
+            value = None
         return Outcome(id_, value, stored.ok, stored.value, stored.error, stored.attempts, stored.duration)
 
     def _unknown(self, id_: int) -> UnknownItem:
