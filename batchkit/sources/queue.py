@@ -40,7 +40,7 @@ __all__ = ["QueueSink", "QueueSource"]
 
 log = logging.getLogger("batchkit.queue")
 
-DEFAULT_BATCH = 100  # most items claimed at once
+DEFAULT_BATCH = 1000  # most items claimed at once
 AHEAD = 0.02  # claim about what the engine pulls in this many seconds
 WINDOW = 0.25  # seconds over which the engine's pace is measured
 

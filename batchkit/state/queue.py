@@ -40,7 +40,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from ..errors import BackendError, BatchkitError, UsageError
 from ..outcome import ItemError, Outcome
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS items (
     queue     TEXT NOT NULL,
     status    TEXT NOT NULL,                      -- pending, running, done, failed
     item      BLOB NOT NULL,                      -- the item, pickled
-    outcome   BLOB,                               -- its Outcome, pickled, once done or failed
+    outcome   BLOB,                               -- (ok, value, error, attempts, duration), pickled, once finished
     claimer   TEXT,                               -- host:pid:start of the consumer running it
     lease     REAL,                               -- the claim holds until then (unix time)
     claims    INTEGER NOT NULL DEFAULT 0,         -- times handed to a consumer
@@ -234,16 +234,22 @@ def _lost_error(times: int) -> ItemError:
                      kind="crash")
 
 
-def _outcome_blob(id_: int, outcome: Outcome) -> tuple[str, bytes]:
-    """``(status, pickled outcome)``; a value that cannot be pickled makes the item fail, saying why."""
-    stored = Outcome(id_, None, outcome.ok, outcome.value, outcome.error, outcome.attempts, outcome.duration)
+def _outcome_blob(outcome: Outcome) -> tuple[str, bytes]:
+    """``(status, stored outcome)``: the outcome's fields that the row does not hold (the id and the
+    item are columns), pickled as a tuple, ten times cheaper than the object. A value that cannot
+    be pickled makes the item fail, saying why."""
     try:
-        return ("done" if outcome.ok else "failed"), pickle.dumps(stored, protocol=PROTOCOL)
+        blob = pickle.dumps((outcome.ok, outcome.value, outcome.error, outcome.attempts, outcome.duration),
+                            protocol=PROTOCOL)
+        return ("done" if outcome.ok else "failed"), blob
     except Exception as exc:
         error = ItemError(type(exc).__name__, f"its value ({type(outcome.value).__name__}) could not be stored in "
                           f"the queue: {exc}; return picklable values (plain data)")
-        failed = Outcome(id_, None, False, None, error, outcome.attempts, outcome.duration)
-        return "failed", pickle.dumps(failed, protocol=PROTOCOL)
+        return "failed", _failure_blob(error, outcome.attempts, outcome.duration)
+
+
+def _failure_blob(error: ItemError, attempts: int = 1, duration: float = 0.0) -> bytes:
+    return pickle.dumps((False, None, error, attempts, duration), protocol=PROTOCOL)
 
 
 class Queue:
@@ -271,6 +277,7 @@ class Queue:
         self._store = _Database(path, timeout)
         self.path = self._store.path
         self._claimer: str | None = None
+        self._busy = False  # the last claim found all it asked for
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, path={str(self.path)!r})"
@@ -372,7 +379,7 @@ class Queue:
             value = pickle.loads(item)
         except Exception:  # the item is context; the outcome is what was asked for
             value = None
-        return Outcome(id_, value, stored.ok, stored.value, stored.error, stored.attempts, stored.duration)
+        return Outcome(id_, value, *stored)
 
     def _unknown(self, id_: int) -> UnknownItem:
         return UnknownItem(f"queue {self.name!r} has no item {id_}; ids are what put() returned "
@@ -405,53 +412,51 @@ class Queue:
         _check_lease(lease)
         claimer, now = self.claimer, time.time()
         host = socket.gethostname()
-        if not self._candidates(self._store.read, n=1, now=now, host=host):
-            return []  # nothing to take: idle consumers poll without taking the write lock
+        # An idle consumer polls with a read, without taking the write lock; a busy one (its
+        # last claim came back full) goes straight to the transaction.
+        if not self._busy and not self._candidates(self._store.read, n=1, now=now, host=host):
+            return []
 
-        def take(db: sqlite3.Connection) -> list[int]:
+        def take(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
             picked = self._candidates(lambda sql, p: db.execute(sql, p).fetchall(), n, now, host)
-            give, fail = [], []
-            for id_, lost in picked:
-                (fail if lost >= MAX_LOST_LEASES else give).append((id_, lost))
-            db.executemany("UPDATE items SET status='running', claimer=?, lease=?, claims=claims+1, lost=? "
-                           "WHERE id=?", [(claimer, now + lease, lost, id_) for id_, lost in give])
+            give = [(id_, blob) for id_, lost, blob in picked if lost < MAX_LOST_LEASES]
+            fail = [(id_, lost) for id_, lost, _ in picked if lost >= MAX_LOST_LEASES]
+            # One statement per 500 items rather than one per item: with the thread backend every
+            # SQLite step hands the GIL to the workers and waits to get it back.
+            for part in _parts([id_ for id_, _ in give]):
+                db.execute("UPDATE items SET status='running', claimer=?, lease=?, claims=claims+1, "
+                           f"lost=lost+(status='running') WHERE id IN ({','.join('?' * len(part))})",
+                           (claimer, now + lease, *part))
             db.executemany("UPDATE items SET status='failed', outcome=?, finished=?, claimer=NULL, lease=NULL, "
                            "lost=? WHERE id=?",
-                           [(pickle.dumps(Outcome(id_, None, False, None, _lost_error(lost)), protocol=PROTOCOL),
-                             now, lost, id_) for id_, lost in fail])
-            return [id_ for id_, _ in give]
+                           [(_failure_blob(_lost_error(lost)), now, lost, id_) for id_, lost in fail])
+            return give
 
-        ids = self._store.write(take)
-        return self._load_claimed(ids)
+        claimed = self._store.write(take)
+        self._busy = len(claimed) == n
+        return self._load_claimed(claimed)
 
     def _candidates(self, query: Callable[[str, tuple], list], n: int, now: float,
-                    host: str) -> list[tuple[int, int]]:
-        """``(id, lost count after this claim)`` of the ``n`` oldest items a consumer may take."""
-        found = query("SELECT id, lost + 1 FROM items WHERE queue=? AND status='running' AND lease < ? "
+                    host: str) -> list[tuple[int, int, bytes]]:
+        """``(id, lost count after this claim, item)`` of the ``n`` oldest items a consumer may take."""
+        found = query("SELECT id, lost + 1, item FROM items WHERE queue=? AND status='running' AND lease < ? "
                       "ORDER BY id LIMIT ?", (self.name, now, n))
-        found += query("SELECT id, lost FROM items WHERE queue=? AND status='pending' ORDER BY id LIMIT ?",
+        found += query("SELECT id, lost, item FROM items WHERE queue=? AND status='pending' ORDER BY id LIMIT ?",
                        (self.name, n))
         if len(found) < n:  # consumers on this host that died: their items need not wait out the lease
             claimers = query("SELECT DISTINCT claimer FROM items WHERE queue=? AND status='running' AND lease >= ?",
                              (self.name, now))
             gone = [c for (c,) in claimers if c != self._claimer and _claimer_gone(c, host)]
             for claimer in gone:
-                found += query("SELECT id, lost + 1 FROM items WHERE queue=? AND status='running' AND claimer=? "
-                               "AND lease >= ? ORDER BY id LIMIT ?", (self.name, claimer, now, n))
+                found += query("SELECT id, lost + 1, item FROM items WHERE queue=? AND status='running' "
+                               "AND claimer=? AND lease >= ? ORDER BY id LIMIT ?", (self.name, claimer, now, n))
         return sorted(found)[:n]
 
-    def _load_claimed(self, ids: list[int]) -> list[tuple[int, Any]]:
-        if not ids:
-            return []
-        blobs = {}
-        for start in range(0, len(ids), 500):  # stay under SQLite's limit on parameters
-            part = ids[start:start + 500]
-            blobs.update(self._store.read(f"SELECT id, item FROM items WHERE id IN ({','.join('?' * len(part))})",
-                                          part))
+    def _load_claimed(self, claimed: list[tuple[int, bytes]]) -> list[tuple[int, Any]]:
         out, broken = [], []
-        for id_ in ids:
+        for id_, blob in claimed:
             try:  # unpickling may import modules: done outside the transaction
-                out.append((id_, pickle.loads(blobs[id_])))
+                out.append((id_, pickle.loads(blob)))
             except Exception as exc:
                 error = ItemError.from_exception(exc)
                 error = ItemError(error.type, f"the item cannot be loaded by this consumer: {error.message}",
@@ -480,7 +485,7 @@ class Queue:
         """
         now = time.time()
         rows = [(status, blob, now, id_, self.name)
-                for id_, outcome in pairs for status, blob in [_outcome_blob(id_, outcome)]]
+                for id_, outcome in pairs for status, blob in [_outcome_blob(outcome)]]
         if not rows:
             return 0
         return self._store.write(lambda db: db.executemany(
@@ -515,6 +520,12 @@ class Queue:
         return self._store.write(lambda db: db.execute(
             f"DELETE FROM items WHERE queue=? AND status IN ({','.join('?' * len(statuses))}) AND finished <= ?",
             (self.name, *statuses, before)).rowcount)
+
+
+def _parts(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    """``ids`` in lists short enough for SQLite's limit on parameters (999 in old versions)."""
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
 
 
 def _check_lease(lease: float) -> None:
