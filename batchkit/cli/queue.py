@@ -63,9 +63,7 @@ def _queue(name: str, create: bool = True) -> Any:
 
 
 def _json(value: Any) -> str:
-    from .record import jsonable
-
-    return json.dumps(value, default=jsonable)
+    return json.dumps(value, default=str)  # what JSON cannot hold (a Path, a set) as its str()
 
 
 @click.group("queue", cls=QueueGroup)
