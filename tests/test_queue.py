@@ -3,7 +3,6 @@ foreign file. Real SQLite files; other processes are real processes."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import sqlite3
@@ -303,19 +302,26 @@ def test_purge_deletes_finished_items_and_ids_are_never_reused():
 
 
 def test_a_forked_child_uses_its_own_connection():
-    q = bk.Queue("fork")
-    q.put("parent")
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover (the child)
-        code = 0
-        try:
-            q.put("child")
-        except BaseException:
-            code = 1
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert [item for _, item in q.claim(5, lease=30)] == ["parent", "child"]
+    # Forked from a small single-threaded process: forking pytest itself (threads of other tests
+    # holding locks) could leave the child stuck, whatever the queue does.
+    script = textwrap.dedent("""
+        import os, signal, batchkit as bk
+        q = bk.Queue("fork")
+        q.put("parent")
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)  # never outlive the test
+            code = 0
+            try:
+                q.put("child")
+            except BaseException:
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), [item for _, item in q.claim(5, lease=30)])
+    """)
+    out = subprocess.run([PY, "-c", script], env=python_env(), capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "0 ['parent', 'child']", out.stderr
 
 
 def test_importing_batchkit_does_not_load_the_queue():
