@@ -63,7 +63,9 @@ def _queue(name: str, create: bool = True) -> Any:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str)  # what JSON cannot hold (a Path, a set) as its str()
+    from ..jobs.sinks import jsonable  # as --output writes values
+
+    return json.dumps(value, default=jsonable)
 
 
 @click.group("queue", cls=QueueGroup)
