@@ -7,9 +7,8 @@
 Run it from the repository root (the workers import ``benchmarks.workloads``).
 
 ``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, startup, checksum, watch, redact,
-queue); ``--json
-FILE`` saves the raw round times. Targets that are not met are reported, not fatal: the exit
-status is 0 unless the benchmark itself broke.
+queue); ``--json FILE`` saves the raw round times. Targets that are not met are reported, not
+fatal: the exit status is 0 unless the benchmark itself broke.
 """
 
 from __future__ import annotations
