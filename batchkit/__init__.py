@@ -52,6 +52,7 @@ __all__ = [
     "Outcomes",
     "OutputError",
     "ProcessBackend",
+    "Queue",
     "Report",
     "Retry",
     "RunOptions",
@@ -77,6 +78,7 @@ _LAZY = {
     "ExecutorBackend": ("batchkit.backends.executor", "ExecutorBackend"),
     "Journal": ("batchkit.state.journal", "Journal"),
     "Job": ("batchkit.jobs.job", "Job"),
+    "Queue": ("batchkit.state.queue", "Queue"),
     "job": ("batchkit.jobs.job", "job"),
     "load_job": ("batchkit.jobs.find", "load_job"),
 }

@@ -6,9 +6,9 @@
 
 Run it from the repository root (the workers import ``benchmarks.workloads``).
 
-``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, startup, checksum, watch, redact); ``--json
-FILE`` saves the raw round times. Targets that are not met are reported, not fatal: the exit
-status is 0 unless the benchmark itself broke.
+``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, startup, checksum, watch, redact,
+queue); ``--json FILE`` saves the raw round times. Targets that are not met are reported, not
+fatal: the exit status is 0 unless the benchmark itself broke.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Callable
 
 from . import checksum, machine, redact, rss, startup, watch
+from . import queue as queue_bench
 from .notes import DIAGNOSES, READING, SCENARIO_NOTES
 from .peers import Shared
 from .scenarios import MAP_SCENARIOS, SIZES, Section, Sizes, run_map, targets
 from .table import markdown_table, targets_table, timing_cells
 
-ORDER = ("tiny", "dask", "cpu", "io", "rss", "startup", "checksum", "watch", "redact")
+ORDER = ("tiny", "dask", "cpu", "io", "rss", "startup", "checksum", "watch", "redact", "queue")
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 Log = Callable[[str], None]
@@ -87,14 +88,21 @@ def redact_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
                    "environment values set.", header, cells, tgts, notes, timings)
 
 
+def queue_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
+    """The durable queue: items/s put (one at a time, in bulk) and consumed."""
+    header, cells, timings = queue_bench.run(sizes.name, sizes.rounds, log)
+    return Section("queue", "Durable queue: put and consume (tiny items)",
+                   "`bk.Queue` in a fresh SQLite file each round; consuming runs the engine over a "
+                   "`QueueSource` with a `QueueSink`, `x * 2` on 2 threads.", header, cells, [], [], timings)
+
+
 def build(key: str, sizes: Sizes, shared: Shared, log: Log) -> Section:
     """Run scenario ``key``; a scenario that breaks becomes a section that says so."""
     try:
         if key in MAP_SCENARIOS:
             return map_section(key, sizes, shared, log)
         return {"rss": rss_section, "startup": startup_section, "checksum": checksum_section,
-                "watch": watch_section, "redact": redact_section}[key](
-            sizes, shared, log)
+                "watch": watch_section, "redact": redact_section, "queue": queue_section}[key](sizes, shared, log)
     except Exception as exc:  # report it in the table and carry on with the other scenarios
         return Section(key, key, f"**failed**: {type(exc).__name__}: {exc}")
 

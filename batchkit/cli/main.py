@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "history": ("batchkit.cli.history", "history", "Past runs with state, counts, duration and throughput."),
     "show": ("batchkit.cli.history", "show", "One run's failures with their messages."),
     "status": ("batchkit.cli.history", "status", "Runs in progress: done, failed, pending, rate, ETA."),
+    "queue": ("batchkit.cli.queue", "queue", "A durable queue: put items, see counts, read results by id."),
 }
 
 EPILOG = """\b
