@@ -209,3 +209,23 @@ def test_resume_of_a_file_walk_only_continues_the_same_tree(tmp_path):
     same = bk.run(str, bk.files(tmp_path / "a"), backend="serial", journal=db, resume=True, progress=False,
                   name="walk")
     assert same.skipped == 1 and same.succeeded == 3  # one from the first attempt, two now
+
+
+def test_six_processes_opening_a_new_journal_at_once_all_record_their_runs(tmp_path):
+    """Cron entries that fire at the same minute on a fresh machine all create the journal at once."""
+    import subprocess
+    import sys
+
+    from conftest import python_env
+
+    db = tmp_path / "fresh.db"
+    code = ("import sys, batchkit as bk; "
+            "r = bk.run(str, range(50), backend='thread', journal=sys.argv[1], name=sys.argv[2], progress=False); "
+            "print(r.succeeded)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), f"job{i}"], env=python_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outs]
+    assert [out.strip() for out, _ in outs] == ["50"] * 6
+    with Journal(db) as j:
+        assert sorted(r["job"] for r in j.runs()) == [f"job{i}" for i in range(6)]

@@ -116,6 +116,12 @@ def engine_params(default_backend: str | None = None, item_options: bool = True)
         o(["--settle"], type=Seconds(), default=2.0, show_default=True,
           help="With --watch: a file is complete once its size and time are unchanged this long."),
         o(["--poll"], is_flag=True, help="With --watch: poll instead of OS events (network file systems)."),
+        o(["--queue"], metavar="NAME",
+          help="Consume the durable queue NAME (items put with `batchkit queue put` or bk.Queue); "
+               "several consumers may run at once."),
+        o(["--follow"], is_flag=True, help="With --queue: keep waiting for new items until stopped."),
+        o(["--lease"], type=Seconds(), default=60.0, show_default=True,
+          help="With --queue: how long a claimed item stays ours if this process dies without giving it back."),
     ]
     return (items if item_options else []) + [
         o(["--backend"], type=click.Choice(BACKENDS), help=backend_help),

@@ -83,7 +83,7 @@ def _run_job(job: Job, params: list[Param], ctx: click.Context, /, **kwargs: Any
     job_values = {p.name: _from_cli(p, kwargs.pop(p.name)) for p in params}
     ops_kwargs = {k: kwargs.pop(k) for k in OPS_KWARGS}
     argv = ctx.meta.get("batchkit.argv") or ["run", ctx.info_name or job.name]
-    generic = bool(kwargs.get("input_file") or kwargs.get("files_root"))
+    generic = bool(kwargs.get("input_file") or kwargs.get("files_root") or kwargs.get("queue"))
     code = guarded(lambda: run_job(_bind(job, job_values, generic), kwargs, ops_kwargs, argv))
     ctx.exit(code)
 

@@ -54,6 +54,24 @@ class LineItems:
                 stream.close()
 
 
+def queue_source(bound: BoundJob, opts: dict) -> Any:
+    """The items of ``--queue NAME`` (``--follow``: until stopped), or ``None``."""
+    name = opts.get("queue")
+    if name is None:
+        if opts.get("follow"):
+            raise UsageError("--follow goes with --queue NAME")
+        return None
+    if opts.get("input_file") or opts.get("files_root") or bound.job.has_source:
+        raise UsageError("--queue is the run's input: drop --input/--files (and use a job without its own items)")
+    from ..sources.queue import QueueSource
+    from ..state.queue import Queue
+
+    queue = Queue(name)
+    if opts.get("retry_failed"):
+        queue.retry_failed()  # failed items become pending again; this run takes them
+    return QueueSource(queue, follow=bool(opts.get("follow")), lease=opts.get("lease") or 60.0)
+
+
 def item_source(bound: BoundJob, opts: dict) -> tuple[Iterable[Any] | None, dict]:
     """The run's items (``--input``, ``--files``, or ``None``: the job's own source), and what
     identifies them in the journal's arguments."""
@@ -141,22 +159,33 @@ def run_job(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
                          "--json would mix with it (send the data to a file)")
     if output == "-" and bound.writes_stdout():
         raise UsageError(f"job {job.name!r} already writes its data to stdout; give --output a FILE")
+    sinks: list = list(sinks or [])
+    lock, ordered = True, bool(opts.get("ordered", True))
+    queue = queue_source(bound, opts) if items is None else None
+    if queue is not None:
+        from ..sources.queue import QueueSink
+
+        # The queue keeps what is done and what is not: the journal records the run's history
+        # only; consumers run side by side (no lock), each outcome stored as its chunk finishes.
+        items, source_args = queue, {"queue": opts["queue"]}
+        sinks.append(QueueSink(queue))
+        lock, ordered, resume, retry_failed = False, False, False, False
     if items is None:
         items, source_args = item_source(bound, opts)
-    if getattr(items, "endless", False) and not no_journal:
-        resume = True  # a watching (or following) run always continues its own record
+    if getattr(items, "endless", False) and not no_journal and queue is None:
+        resume = True  # a watching run always continues its own record
     retry = make_retry(opts)  # checked even when --retries is not given (--retry-on alone is an error)
     # --retries N (even 0) overrides the job's own retry policy; without it the job's applies.
     engine_options = {"retry": retry} if opts.get("retries") is not None else {}
     operations = Operations(job.name, **ops_kwargs)
     plan = bound.plan(
-        items, keep_outcomes=job.has_finish, source_args=source_args or {}, lock=True,
+        items, keep_outcomes=job.has_finish, source_args=source_args or {}, lock=lock,
         wait_lock=opts.get("wait_lock") or 0.0, output=output, retry_failed=bool(retry_failed), command=argv,
         # stdout reserved for --json or --output -: what items print goes to stderr. (A job that
         # writes its own data to stdout owns it: nothing is redirected.)
         redirect_stdout=(as_json or output == "-") and not json_after_data, operations=operations, sinks=sinks,
         backend=make_backend(opts, job.backend or default_backend), workers=opts.get("workers"),
-        chunk_size=opts.get("chunk_size") or "auto", ordered=bool(opts.get("ordered", True)),
+        chunk_size=opts.get("chunk_size") or "auto", ordered=ordered,
         timeout=opts.get("timeout"), progress=False if quiet else opts.get("progress"),
         journal=not no_journal, resume=bool(resume), max_failures=opts.get("max_failures"), **engine_options)
     with graceful():

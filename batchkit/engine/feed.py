@@ -52,7 +52,13 @@ class Feed:
         self._direct = isinstance(items, (list, tuple, range)) or (
             isinstance(items, Sized) and hasattr(items, "__getitem__"))
         self._it: Iterator[Any] = iter(items) if self._direct else iter(())
-        self._feeder = None if self._direct else _Feeder(items, wake, lambda: 2 * chunker.next_size() + 64)
+        # A source may say how far ahead it may be read (a queue: not beyond the chunk being filled).
+        ahead = getattr(items, "read_ahead", None)
+        capacity = ((lambda: chunker.next_size() + ahead) if isinstance(ahead, int)
+                    else (lambda: 2 * chunker.next_size() + 64))
+        self._feeder = None if self._direct else _Feeder(items, wake, capacity)
+        # A source that knows its items' keys by input position (a queue: its ids).
+        self._key_of = getattr(items, "key_of", None) if self.keyed else None
         self._pending: list[tuple[int, Any, Any]] = []  # read, not yet sent: (index, item, key)
         self._first_wait = 0.0
 
@@ -111,7 +117,10 @@ class Feed:
             if self._occurrences is None:
                 pending.extend(zip(range(start, self.seen), batch, [None] * len(batch)))
                 continue
-            keys = self._occurrences.number(key_list(self.key, batch))
+            if self._key_of is not None:
+                keys = [self._key_of(i) for i in range(start, self.seen)]
+            else:
+                keys = self._occurrences.number(key_list(self.key, batch))
             if self.skip is None:
                 pending.extend(zip(range(start, self.seen), batch, keys))
                 continue

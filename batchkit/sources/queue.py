@@ -89,6 +89,15 @@ class QueueSource:
         self._stop_renewing = threading.Event()
         self._renewer: threading.Thread | None = None
 
+    # The engine reads no further ahead than the chunk it is filling: what a consumer claims is
+    # what it is about to run, and the other consumers get the rest.
+    read_ahead = 0
+
+    @property
+    def endless(self) -> bool:
+        """A following source runs until closed: the run closes it when it stops."""
+        return self.follow
+
     def __repr__(self) -> str:
         return f"QueueSource({self.queue.name!r}, follow={self.follow}, held={self.held})"
 

@@ -210,6 +210,12 @@ class Journal:
                 os.chmod(self.path, 0o600)
             except OSError:
                 pass
+        # Several runs may open a new journal at the same moment: switching it to WAL needs the
+        # file to itself, and SQLite answers "locked" at once rather than waiting. Retry.
+        _patiently(lambda: self._prepare(db))
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
         # Bigger pages: a chunk's packed item rows (about 100 bytes an item) span fewer
         # overflow pages. Only takes effect when the file is created.
         db.execute("PRAGMA page_size=16384")
@@ -221,8 +227,11 @@ class Journal:
         db.execute("PRAGMA wal_autocheckpoint=256")
         db.execute("PRAGMA foreign_keys=ON")
         if not self._check_version(db, upgrade=True):  # a new journal: its tables, in one transaction
-            db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}{VIEW}PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-        return db
+            try:
+                db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}{VIEW}PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            except sqlite3.Error:
+                _rollback(db)
+                raise
 
     @staticmethod
     def _check_version(db: sqlite3.Connection, upgrade: bool) -> bool:
@@ -507,6 +516,23 @@ class _Transaction:
         finally:
             lock.release()
         return False
+
+
+def _patiently(step: Any) -> None:
+    """Run ``step``, retrying while the database is locked, up to :data:`BUSY_TIMEOUT` seconds."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    pause = 0.01
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(0.2, pause * 2)
 
 
 def _rollback(db: sqlite3.Connection) -> None:
