@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import batchkit as bk
 from batchkit.cli.main import cli
-from batchkit.ops import htmlreport, runview
+from batchkit.ops import htmlhistory, htmlreport, runview
 from batchkit.ops.svgcharts import TimeAxis
 from batchkit.state.journal import Journal, default_path
 
@@ -282,7 +282,7 @@ def test_history_html_draws_the_runs_of_a_job_over_time(tmp_path):
     assert page.count("rect", "failed") == 3  # a bar per run, coloured by its end state
     assert page.count("tr") == 4  # header + three runs, newest first
     assert "3 failed" in page.text
-    both = Page(htmlreport.history_page(Journal(default_path(), readonly=True).runs(limit=50)))
+    both = Page(htmlhistory.history_page(Journal(default_path(), readonly=True).runs(limit=50)))
     assert both.count("h2", "job") == 2
     assert both.count("rect", "succeeded") == 1
 

@@ -100,7 +100,7 @@ def history(job: str | None, limit: int | None, as_json: bool, html_path: str | 
     """Past runs, newest first: state, counts, duration and throughput."""
     journal = _open()
     if html_path is not None:
-        from ..ops.htmlreport import history_page
+        from ..ops.htmlhistory import history_page
         from ..ops.runview import history_rows
 
         runs = history_rows(journal, journal.runs(job=job, limit=limit or HTML_LIMIT)) if journal else []

@@ -1,5 +1,5 @@
-"""A run's report as one self-contained HTML page, the history of a job's runs, and the compact
-chart under a :class:`~batchkit.Report` in a notebook.
+"""A run's report as one self-contained HTML page (``batchkit show RUN --html``,
+``Report.to_html``), and the compact chart under a :class:`~batchkit.Report` in a notebook.
 
 Pure functions from journal data (:mod:`batchkit.ops.runview`) to one HTML string. The page
 has no script and loads nothing: styles are inline, charts are inline SVG (see
@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Iterable
+from typing import Any
 
 from ..secrets import redact
 from . import svgcharts as svg
-from .runview import FailureGroup, RunView, chunk_sizes, lanes, markers, percentile, throughput, visible
+from .runview import MESSAGES, FailureGroup, RunView, chunk_sizes, lanes, markers, percentile, throughput, visible
 from .svgcharts import COLORS, TimeAxis, esc, fmt_clock, fmt_num, fmt_seconds
 
-__all__ = ["compact_html", "history_page", "run_page", "write_page"]
+__all__ = ["compact_html", "run_page", "write_page"]
 
 WIDTH = 1040  # the charts' drawing width in pixels (they scale down with the window)
 LABELS = 130  # room for lane and axis labels on the left
@@ -58,7 +58,8 @@ pre{background:var(--card);border:1px solid var(--line);border-radius:6px;paddin
 white-space:pre-wrap;word-break:break-word;margin:6px 0;max-height:420px;overflow:auto}
 table{border-collapse:collapse;width:100%;margin:6px 0}th,td{text-align:left;padding:4px 8px;
 border-bottom:1px solid var(--line);vertical-align:top}th{color:var(--muted);font-weight:600;font-size:12px}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}td.when{white-space:nowrap}
+svg.chart{display:block;margin:10px 0 0}
 .legend{color:var(--muted);font-size:12px;margin:4px 0 0}.legend span{white-space:nowrap}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin:0 4px 0 12px;vertical-align:-1px}
 .util{display:inline-block;height:8px;background:var(--ok);border-radius:2px;vertical-align:middle}
@@ -70,7 +71,7 @@ footer{color:var(--muted);font-size:12px;margin-top:36px;border-top:1px solid va
 """
 
 
-def _page(title: str, body: str) -> str:
+def page_shell(title: str, body: str) -> str:
     from .. import __version__
 
     foot = (f"<footer>batchkit {esc(__version__)} · written {esc(fmt_clock(time.time(), date=True))} · one "
@@ -91,7 +92,7 @@ def write_page(path: str | os.PathLike, page: str) -> None:
     write_atomic(path, page, mode=None if os.path.exists(path) else 0o600)
 
 
-def _badge(state: str) -> str:
+def badge(state: str) -> str:
     color = COLORS.get(state, COLORS["axis"])
     return f'<span class="badge state" style="background:{color}">{esc(state)}</span>'
 
@@ -101,7 +102,7 @@ def _tile(value: str, label: str, title: str = "") -> str:
     return f'<div class="tile"{tip}><b>{esc(value)}</b><span>{esc(label)}</span></div>'
 
 
-def _legend(*items: tuple[str, str]) -> str:
+def legend(*items: tuple[str, str]) -> str:
     return ('<p class="legend">' + "".join(f'<span><i style="background:{c}"></i>{esc(t)}</span>' for c, t in items)
             + "</p>")
 
@@ -122,7 +123,7 @@ def run_page(view: RunView) -> str:
     parts.append(_failures_section(view))
     parts.append(_events_section(view))
     parts.append(_settings_section(view))
-    return _page(title, "".join(parts))
+    return page_shell(title, "".join(parts))
 
 
 def _header(view: RunView, title: str) -> str:
@@ -134,7 +135,7 @@ def _header(view: RunView, title: str) -> str:
     elapsed = view.elapsed
     args = run.get("args") or {}
     argtext = " ".join(f"{k}={v}" for k, v in redact(args).items())
-    out = [f'<h1 id="title">{esc(title)}{_badge(state)}</h1>']
+    out = [f'<h1 id="title">{esc(title)}{badge(state)}</h1>']
     when = f"started {fmt_clock(run['started'], date=True)}"
     if run.get("ended"):
         when += f", ended {fmt_clock(run['ended'], date=True)}"
@@ -204,7 +205,7 @@ def _timeline_section(view: RunView) -> str:
            '<p class="muted">Each row is a worker process or thread, each bar a chunk it ran: gaps are idle time, '
            "a long bar at the end is a straggler. Hover for details.</p>",
            svg.gantt(lane_list, axis, markers(view), width=WIDTH, lane_height=lane_h, label_width=LABELS)]
-    out.append(_legend((COLORS["ok"], "chunk"), (COLORS["fail"], "red base: failed items in the chunk"),
+    out.append(legend((COLORS["ok"], "chunk"), (COLORS["fail"], "red base: failed items in the chunk"),
                        (COLORS["rerun"], "piece re-run after a worker crash"),
                        (COLORS["slow"], f"outlined: slow (≥ 3× the median {fmt_seconds(median)})"),
                        (COLORS["restart"], "▸ new worker process in the row"),
@@ -227,7 +228,7 @@ def _timeline_section(view: RunView) -> str:
     if series:
         out.append('<h2 id="throughput">Throughput</h2>')
         out.append(svg.time_series(series, axis, width=WIDTH, height=170, y_label="items/s", captions=False))
-        out.append(_legend((COLORS["tput"], "items per second"), (COLORS["fail"], "failed items per second")))
+        out.append(legend((COLORS["tput"], "items per second"), (COLORS["fail"], "failed items per second")))
     sizes, log = chunk_sizes(view)
     if sizes.points:
         setting = (view.run.get("settings") or {}).get("chunk_size")
@@ -267,7 +268,7 @@ def _durations_section(view: RunView) -> str:
         stacks = [("tput", counts(ok))] + ([("fail", counts(bad))] if bad else [])
         out.append(svg.histogram(edges, stacks, width=WIDTH, height=180, log_x=True,
                              marks=[(p50, "p50"), (p90, "p90"), (p99, "p99")]))
-        out.append(_legend((COLORS["tput"], "succeeded"), (COLORS["fail"], "failed")))
+        out.append(legend((COLORS["tput"], "succeeded"), (COLORS["fail"], "failed")))
     return "".join(out)
 
 
@@ -312,6 +313,13 @@ def _group(g: FailureGroup, failed: int) -> str:
         if ex.get("traceback"):
             out.append(f"<details><summary>traceback</summary><pre class=\"tb\">"
                        f"{esc(visible(ex['traceback'], keep=chr(10) + chr(9)))}</pre></details>")
+    if 1 < len(g.messages) < g.count:  # some messages repeat: say which (all different: the examples say it)
+        common = sorted(g.messages.items(), key=lambda kv: -kv[1])[:5]
+        listed = "".join(f"<li><code>{esc(visible(m, limit=200))}</code> <span class=\"muted\">× {n:,}</span></li>"
+                         for m, n in common)
+        more = "at least " if len(g.messages) >= MESSAGES else ""
+        out.append(f'<details class="messages"><summary>{more}{len(g.messages):,} different messages</summary>'
+                   f"<ul>{listed}</ul></details>")
     if g.count > len(g.examples):
         out.append(f'<p class="muted">… and {g.count - len(g.examples):,} more like these.</p>')
     out.append("</div>")
@@ -330,7 +338,7 @@ def _events_section(view: RunView) -> str:
     for ev in view.events[:200]:
         rows.append(f"<tr><td>{esc(fmt_clock(ev['time']))}</td><td>{esc(ev['kind'])}</td>"
                     f'<td class="key">{esc(visible(ev.get("key") or "", limit=200))}</td>'
-                    f"<td>{esc(visible(ev.get('worker') or '', limit=100))}</td>"
+                    f"<td>{esc(visible(ev.get('worker') or '', limit=100) if ev['kind'] == 'retry' else '')}</td>"
                     f"<td>{esc(visible(ev.get('detail') or '', limit=300))}</td></tr>")
     more = (f'<p class="muted">… {len(view.events) - 200:,} more.</p>' if len(view.events) > 200 else "")
     return (f'<h2 id="events">Retries, crashes and timeouts</h2><details open><summary>{esc(summary)}</summary>'
@@ -381,77 +389,3 @@ def compact_html(view: RunView, width: int = 640) -> str:
              if series else "")
     return (f'<div class="batchkit-charts" style="margin-top:6px"><div style="font-size:12px;color:#5b6168">'
             f"workers over time ({len(lane_list)} rows; hover a bar for its chunk)</div>{chart}{spark}</div>")
-
-
-# -- the history of a job --------------------------------------------------------------------
-
-
-def history_page(runs: Iterable[dict], job: str | None = None) -> str:
-    """The runs of each job over time (oldest to newest): duration and items per run with its end
-    state, and a table. ``runs`` are :meth:`Journal.runs` rows; a run not ended should carry its
-    counts so far (``succeeded``, ``failed``) and ``elapsed``."""
-    by_job: dict[str, list[dict]] = {}
-    for r in runs:
-        by_job.setdefault(r["job"], []).append(r)
-    title = f"batchkit history: {visible(job, limit=200)}" if job else "batchkit history"
-    if not by_job:
-        return _page(title, f'<h1 id="title">{esc(title)}</h1><p class="muted">No runs recorded'
-                            + (f" for job {esc(visible(job, limit=200))}" if job else "") + ".</p>")
-    body = [f'<h1 id="title">{esc(title)}</h1><p class="sub">{sum(len(v) for v in by_job.values()):,} runs of '
-            f"{len(by_job)} job{'s' if len(by_job) > 1 else ''}, newest last in the charts and first in the tables."
-            "</p>"]
-    for name, rows in sorted(by_job.items(), key=lambda kv: -max(r["started"] for r in kv[1])):
-        body.append(_job_history(name, sorted(rows, key=lambda r: r["started"])))
-    return _page(title, "".join(body))
-
-
-def _job_history(job: str, runs: list[dict]) -> str:
-    states: dict[str, int] = {}
-    for r in runs:
-        states[r["state"]] = states.get(r["state"], 0) + 1
-    ended = [r for r in runs if r["state"] == "succeeded"]
-    durations = sorted(r.get("elapsed") or 0.0 for r in runs)
-    median = durations[len(durations) // 2] if durations else 0.0
-    last = runs[-1]
-    out = [f'<h2 class="job">{esc(visible(job, limit=200))}</h2>',
-           f'<p class="muted">{len(runs):,} runs: '
-           + esc(", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda kv: -kv[1])))
-           + f"; median run time {esc(fmt_seconds(median))}; last run {esc(fmt_clock(last['started'], date=True))}"
-           f" {_badge(last['state'])}"
-           + (f"; {len(ended)} of {len(runs)} succeeded" if runs else "") + "</p>"]
-    cols, items = [], []
-    for r in runs:
-        label = time.strftime("%m-%d %H:%M", time.localtime(r["started"]))
-        done = (r.get("succeeded") or 0) + (r.get("failed") or 0)
-        tip = (f"run {r['id']} ({r['state']}), {fmt_clock(r['started'], date=True)}: "
-               f"{fmt_seconds(r.get('elapsed') or 0.0)}, {done:,} items, {r.get('failed') or 0:,} failed")
-        cols.append(svg.Column(label, r.get("elapsed") or 0.0, r["state"], tip))
-        items.append(svg.Column(label, float(done), "ok", tip, overlay=float(r.get("failed") or 0)))
-    out.append(svg.bar_chart(cols, width=WIDTH, height=170, y_label="run time", y_fmt=_short_seconds))
-    out.append(_legend(*((COLORS.get(s, COLORS["axis"]), s) for s in sorted(states))))
-    out.append(svg.bar_chart(items, width=WIDTH, height=150, y_label="items"))
-    out.append(_legend((COLORS["ok"], "items with an outcome"), (COLORS["fail"], "failed")))
-    rows = []
-    for r in reversed(runs):
-        done = (r.get("succeeded") or 0) + (r.get("failed") or 0)
-        elapsed = r.get("elapsed") or 0.0
-        rate = f"{fmt_num(done / elapsed)}/s" if elapsed > 0 and done else "-"
-        message = (r.get("message") or "").strip().split("\n", 1)[0]
-        rows.append(f"<tr><td class=\"n\">{r['id']}</td><td>{esc(fmt_clock(r['started'], date=True))}</td>"
-                    f"<td>{_badge(r['state'])}</td><td class=\"n\">{esc(fmt_seconds(elapsed))}</td>"
-                    f"<td class=\"n\">{r.get('succeeded') or 0:,}</td><td class=\"n\">{r.get('failed') or 0:,}</td>"
-                    f"<td class=\"n\">{r.get('skipped') or 0:,}</td><td class=\"n\">{esc(rate)}</td>"
-                    f"<td class=\"n\">{r.get('resumes') or 0}</td>"
-                    f"<td>{esc(visible(message, limit=160))}</td></tr>")
-    out.append('<table class="runs"><tr><th class="n">run</th><th>started</th><th>state</th><th class="n">'
-               'run time</th><th class="n">ok</th><th class="n">failed</th><th class="n">skipped</th>'
-               f'<th class="n">rate</th><th class="n">resumes</th><th>message</th></tr>{"".join(rows)}</table>')
-    return "".join(out)
-
-
-def _short_seconds(s: float) -> str:
-    if s >= 3600:
-        return f"{s / 3600:.3g} h"
-    if s >= 60:
-        return f"{s / 60:.3g} min"
-    return f"{s:.3g} s"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import statistics
 import time
-import unicodedata
 from array import array
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -22,6 +21,7 @@ from ..secrets import redact
 from .svgcharts import Bar, Lane, Marker, Series, fmt_clock, fmt_seconds
 
 EXAMPLES = 3  # examples kept per failure group
+MESSAGES = 20  # distinct messages counted per failure group (HTTP 404 and 503 share a pattern)
 MAX_GROUPS = 200  # distinct failure groups kept; the rest are counted together
 SLOW = 3.0  # a chunk taking this many times the median chunk time is marked as a straggler
 
@@ -36,6 +36,7 @@ class FailureGroup:
     pattern: str
     count: int = 0
     examples: list[dict] = field(default_factory=list)
+    messages: dict[str, int] = field(default_factory=dict)  # distinct first lines (the first MESSAGES)
 
 
 class FailureGroups:
@@ -62,6 +63,9 @@ class FailureGroups:
         group.count += 1
         if len(group.examples) < EXAMPLES:
             group.examples.append(row)
+        first = message.strip().split("\n", 1)[0][:300]
+        if first in group.messages or len(group.messages) < MESSAGES:
+            group.messages[first] = group.messages.get(first, 0) + 1
 
     def sorted(self) -> list[FailureGroup]:
         """The groups, the most frequent first."""
@@ -70,7 +74,7 @@ class FailureGroups:
 
 # A quoted string as repr() writes it (escaped quotes inside), bounded so that matching stays linear.
 _QUOTED = re.compile(r"'(?:[^'\\\n]|\\.){0,400}'|\"(?:[^\"\\\n]|\\.){0,400}\"")
-_NUMBER = re.compile(r"(?<![A-Za-z_])(?:0x[0-9a-fA-F]+|\d+(?:\.\d+)?)")
+_NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+(?:\.\d+)?")
 
 
 def message_pattern(message: str) -> str:
@@ -82,20 +86,18 @@ def message_pattern(message: str) -> str:
 
 def visible(text: Any, keep: str = "", limit: int | None = None) -> str:
     """``text`` redacted, with control and invisible format characters (newlines in a file name,
-    escape sequences, right-to-left overrides) shown as escapes rather than acted on."""
+    escape sequences, right-to-left overrides, lone surrogates) shown as escapes rather than acted
+    on; the characters in ``keep`` (a message's newlines) stay."""
     s = redact(str(text))
     if limit is not None and len(s) > limit:
         s = s[:limit] + "…"
-    out = []
-    for ch in s:
-        if ch in keep or ch.isprintable() or ch == " ":
-            cat = unicodedata.category(ch) if ch not in keep else ""
-            if cat not in ("Cf", "Cs", "Co", "Cn") or ch in keep:
-                out.append(ch)
-                continue
-        out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
-    return "".join(out)
+    plain = s
+    for ch in keep:
+        plain = plain.replace(ch, "")
+    if plain.isprintable():  # the usual case, checked in C
+        return s
+    return "".join(ch if ch in keep or ch.isprintable() else ch.encode("unicode_escape", "backslashreplace")
+                   .decode("ascii") for ch in s)
 
 
 @dataclass
@@ -230,22 +232,31 @@ def from_report(report: Any, *, items: bool = True) -> RunView:
 
 
 def _short_workers(workers: list[str]) -> dict[str, str]:
-    """Worker ids without what they all share: ``host:pid`` -> ``pid 123``; threads of one process
-    -> the thread's name."""
+    """Worker ids as short row labels, without what they all share: ``host:pid`` -> ``pid 123``;
+    the threads of one process -> the thread's name; a process with several threads (Dask) ->
+    ``pid 123/…-1``. The full id is in the row's tooltip."""
     hosts = {w.split(":", 1)[0] for w in workers if ":" in w}
-    pids = {w.split(":", 1)[1].split("/", 1)[0] for w in workers if ":" in w}
+    threads: dict[str, set[str]] = {}
+    for w in workers:
+        pid, _, thread = w.split(":", 1)[-1].partition("/")
+        threads.setdefault(pid, set()).add(thread)
     out = {}
     for w in workers:
         if ":" not in w or len(hosts) > 1:
-            out[w] = w or "?"
+            out[w] = _tail(w or "?", 22)
             continue
-        rest = w.split(":", 1)[1]
-        pid, _, thread = rest.partition("/")
-        if thread and len(pids) == 1:
-            out[w] = thread
+        pid, _, thread = w.split(":", 1)[1].partition("/")
+        if len(threads) == 1 and thread:
+            out[w] = _tail(thread, 20)
+        elif len(threads[pid]) > 1 and thread:
+            out[w] = f"pid {pid}/{_tail(thread, 6)}"
         else:
-            out[w] = f"pid {pid}" + (f" {thread}" if thread else "")
+            out[w] = f"pid {pid}"
     return out
+
+
+def _tail(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
 @dataclass
@@ -328,7 +339,7 @@ def markers(view: RunView) -> list[Marker]:
         title = f"{fmt_clock(ev['time'])} {words}"
         if ev.get("key") is not None:
             title += f" of {visible(ev['key'], limit=200)}"
-        if ev.get("worker"):
+        if ev.get("worker") and kind == "retry":  # a crash's recorded worker is its chunk's, not the dead one
             title += f" ({ev['worker']})"
         if ev.get("detail"):
             title += f": {visible(ev['detail'], limit=300)}"
