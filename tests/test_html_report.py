@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import html.parser
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -47,6 +49,14 @@ class Page(html.parser.HTMLParser):
 
     def ids(self) -> set[str]:
         return {a["id"] for _, a in self.tags if "id" in a}
+
+
+def chunks_drawn(text: str) -> int:
+    """How many chunks the timeline's bars stand for (bars thinner than a pixel are drawn as one,
+    whose tooltip says how many chunks it holds)."""
+    timeline = text[text.index('id="timeline"'):text.index('id="throughput"')]
+    single = len(re.findall(r"<title>(?:items [\d,]+ to [\d,]+|a chunk): ", timeline))
+    return single + sum(int(n) for n in re.findall(r"<title>(\d+) chunks, ", timeline))
 
 
 def bk_cli(*args):
@@ -137,9 +147,9 @@ def test_every_backend_draws_its_workers_lanes(backend, workers):
     assert sum(len(lane.bars) for lane in lanes) == 12
     assert sum(st.items for st in stats) == 300
     assert {w for st in stats for w in st.workers} == {s[0] for s in spans}
-    page = Page(htmlreport.run_page(view))
-    assert page.count("rect", "ok") == 12
-    assert "31 failed items in 2 groups" in page.text
+    text = htmlreport.run_page(view)
+    assert chunks_drawn(text) == 12
+    assert "31 failed items in 2 groups" in Page(text).text
 
 
 def test_a_crash_shows_as_a_split_chunk_a_restart_and_a_crash_event():
@@ -186,12 +196,13 @@ def test_resumed_run_draws_every_attempt_on_one_timeline(tmp_path):
     assert done.returncode == 0, done.stderr
     with Journal(default_path(), readonly=True) as journal:
         chunks = journal.timeline(1)["chunks"]
-        page = Page(htmlreport.run_page(runview.from_journal(journal, 1)))
+        text = htmlreport.run_page(runview.from_journal(journal, 1))
+    page = Page(text)
     assert {c["attempt"] for c in chunks} == {0, 1}
     assert sum(c["n"] for c in chunks) == 300
     assert page.count("g", "brk") >= 1  # the time between the attempts is cut out, and marked
     assert "attempt 2" in page.text
-    assert page.count("rect", "ok") == len(chunks)
+    assert chunks_drawn(text) == len(chunks)
     assert "succeeded" in page.text
 
 
@@ -204,7 +215,7 @@ def _wait_for_chunks(n: int, timeout: float = 30.0) -> None:
                     runs = journal.runs(limit=1)
                     if runs and journal.counts(runs[0]["id"])[0] >= n * 10:
                         return
-            except bk.BatchkitError:
+            except (bk.BatchkitError, sqlite3.Error):  # the file exists before its tables do
                 pass
         time.sleep(0.05)
     raise AssertionError("the run recorded no chunks in time")
