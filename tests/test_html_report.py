@@ -206,19 +206,8 @@ def test_resumed_run_draws_every_attempt_on_one_timeline(tmp_path):
     assert "succeeded" in page.text
 
 
-def _wait_for_chunks(n: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if default_path().exists():
-            try:
-                with Journal(default_path(), readonly=True) as journal:
-                    runs = journal.runs(limit=1)
-                    if runs and journal.counts(runs[0]["id"])[0] >= n * 10:
-                        return
-            except (bk.BatchkitError, sqlite3.Error):  # the file exists before its tables do
-                pass
-        time.sleep(0.05)
-    raise AssertionError("the run recorded no chunks in time")
+def _wait_for_chunks(n: int) -> None:
+    _wait_for_items(10 * n)  # chunks of 10
 
 
 def test_a_run_in_progress_renders_as_far_as_it_has_got(tmp_path):
@@ -246,6 +235,65 @@ def test_a_run_in_progress_renders_as_far_as_it_has_got(tmp_path):
     assert history.returncode == 0, history.stderr
     hist = Page((tmp_path / "h.html").read_text())
     assert "running" in hist.text and hist.count("rect", "running") == 1
+
+
+WATCH_JOB = '''
+import time
+import batchkit as bk
+
+@bk.job(backend="thread")
+def ingest(path) -> int:
+    """Read a file that arrived."""
+    time.sleep(0.02)
+    return len(open(path, "rb").read())
+'''
+
+
+def test_a_watching_run_renders_as_far_as_it_has_got(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(20):
+        (inbox / f"early{i}.csv").write_text("x\n" * i)
+    (tmp_path / "ingest.py").write_text(WATCH_JOB)
+    env = python_env() | {"BATCHKIT_HOME": os.environ["BATCHKIT_HOME"]}
+    proc = subprocess.Popen([PY, "-m", "batchkit", "run", "ingest.py", "--files", str(inbox), "--watch",
+                             "--settle", "0.2", "--workers", "2", "--quiet"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_items(20)
+        time.sleep(0.5)
+        for i in range(10):
+            (inbox / f"late{i}.csv").write_text("y\n" * i)
+        _wait_for_items(30)
+        out = tmp_path / "watch.html"
+        shown = subprocess.run([PY, "-m", "batchkit", "show", "1", "--html", str(out)], env=env,
+                               capture_output=True, text=True, timeout=60)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert shown.returncode == 0, shown.stderr
+    text = out.read_text()
+    page = Page(text)
+    assert "running" in page.text and "in progress" in page.text
+    with Journal(default_path(), readonly=True) as journal:
+        recorded = [c for c in journal.timeline(1)["chunks"] if c["spans"]]
+    assert sum(c["n"] for c in recorded) >= 30
+    assert chunks_drawn(text) >= 2  # the files present at the start, and those that arrived later
+    assert "30" in page.text
+
+
+def _wait_for_items(n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with Journal(default_path(), readonly=True) as journal:
+                runs = journal.runs(limit=1)
+                if runs and journal.counts(runs[0]["id"])[0] >= n:
+                    return
+        except (bk.BatchkitError, sqlite3.Error):  # not there yet, or its tables not yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the run recorded fewer than {n} items in time")
 
 
 def test_report_to_html_draws_the_run_from_the_report_itself(tmp_path):

@@ -255,7 +255,8 @@ def _durations_section(view: RunView) -> str:
                + (f"; {zero:,} without a measured time (a crash, or not started)" if zero else "") + ".</p>")
     if positive:
         lo, hi = positive[0], positive[-1]
-        edges = svg.log_edges(lo, hi, 40 if hi / lo > 3 else 12)
+        log = hi / lo > 3  # durations over orders of magnitude: a log scale; else a linear one
+        edges = svg.log_edges(lo, hi, 40) if log else svg.linear_edges(lo, hi, 30)
         from bisect import bisect_right
 
         def counts(values: list[float]) -> list[int]:
@@ -266,7 +267,7 @@ def _durations_section(view: RunView) -> str:
             return c
 
         stacks = [("tput", counts(ok))] + ([("fail", counts(bad))] if bad else [])
-        out.append(svg.histogram(edges, stacks, width=WIDTH, height=180, log_x=True,
+        out.append(svg.histogram(edges, stacks, width=WIDTH, height=180, log_x=log,
                              marks=[(p50, "p50"), (p90, "p90"), (p99, "p99")]))
         out.append(legend((COLORS["tput"], "succeeded"), (COLORS["fail"], "failed")))
     return "".join(out)

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from .svgaxis import COLORS, FONT, TimeAxis, esc, fmt_clock, fmt_num, fmt_seconds, nice_step
 
 __all__ = ["COLORS", "Bar", "Column", "Lane", "Marker", "Series", "TimeAxis", "bar_chart", "esc", "fmt_clock",
-           "fmt_num", "fmt_seconds", "gantt", "histogram", "log_edges", "time_series"]
+           "fmt_num", "fmt_seconds", "gantt", "histogram", "linear_edges", "log_edges", "time_series"]
 
 
 _DEFS = ('<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" '
@@ -277,7 +277,8 @@ def histogram(edges: list[float], stacks: list[tuple[str, list[int]]], *, width:
         if sum(lo <= t <= hi for t in ticks) < 3:  # a narrow range: 1, 2 and 5 of each decade
             ticks = [m * 10.0 ** k for k in decades for m in (1, 2, 5)]
     else:
-        ticks = [lo + k * nice_step(hi - lo, 6) for k in range(7)]
+        step = nice_step(hi - lo, 6)
+        ticks = [math.ceil(lo / step) * step + k * step for k in range(8)]
     for v in ticks:
         if lo <= v <= hi:
             body.append(f'<text class="ax" x="{xpos(v):.1f}" y="{bottom + FONT + 5:.1f}" text-anchor="middle" '
@@ -304,11 +305,19 @@ def histogram(edges: list[float], stacks: list[tuple[str, list[int]]], *, width:
             x = xpos(v)
             row = (row + 1) % 2 if x - last_x < 8 * len(label) else 0  # close labels go one row down
             last_x = x
+            end = x > right - 40  # by the right edge: the label goes left of its line
             body.append(f'<line class="mark" x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4:.1f}" y2="{bottom:.1f}" '
-                        f'stroke="{COLORS["axis"]}" stroke-dasharray="3 3"/><text class="ax" x="{x + 3:.1f}" '
+                        f'stroke="{COLORS["axis"]}" stroke-dasharray="3 3"/><text class="ax" '
+                        f'x="{x - 3 if end else x + 3:.1f}" text-anchor="{"end" if end else "start"}" '
                         f'y="{top - 6 + row * (FONT + 2):.1f}" font-size="{FONT}" fill="{COLORS["axis"]}">'
                         f'{esc(label)}</text>')
     return _svg(width, height, "".join(body), f"distribution of {noun}")
+
+
+def linear_edges(lo: float, hi: float, bins: int = 30) -> list[float]:
+    """``bins + 1`` evenly spaced edges covering ``lo`` .. ``hi``."""
+    hi = max(hi, lo + 1e-9)
+    return [lo + (hi - lo) * k / bins for k in range(bins + 1)]
 
 
 def log_edges(lo: float, hi: float, bins: int = 40) -> list[float]:
