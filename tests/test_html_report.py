@@ -296,6 +296,31 @@ def _wait_for_items(n: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"the run recorded fewer than {n} items in time")
 
 
+_tried: set = set()
+
+
+def flaky_then_fine(n):
+    if n % 25 == 0 and n not in _tried:
+        _tried.add(n)
+        raise ConnectionError(f"reset by peer on {n}")
+    if n % 40 == 1:
+        raise OSError(f"HTTP status {503 if n == 41 else 404}")
+    return n
+
+
+def test_retries_are_drawn_as_events_and_repeated_messages_are_counted():
+    _tried.clear()
+    report = bk.run(flaky_then_fine, range(200), backend="thread", workers=2, journal=True, progress=False,
+                    retry=bk.Retry(attempts=2, backoff=0, on=ConnectionError), name="retries")
+    assert report.failed == 5
+    text = htmlreport.run_page(runview.from_journal(Journal(default_path(), readonly=True), report.run_id))
+    page = Page(text)
+    assert page.count("g", "retry") >= 1  # markers on the events strip (several may share a pixel)
+    assert "8 retries" in page.text
+    assert "OSError: HTTP status #" in page.text
+    assert "2 different messages" in page.text and "HTTP status 404" in page.text and "× 4" in page.text
+
+
 def test_report_to_html_draws_the_run_from_the_report_itself(tmp_path):
     report = bk.run(unlucky, range(500), backend="process", workers=2, progress=False)
     path = report.to_html(tmp_path / "report.html")

@@ -314,7 +314,7 @@ def _group(g: FailureGroup, failed: int) -> str:
         if ex.get("traceback"):
             out.append(f"<details><summary>traceback</summary><pre class=\"tb\">"
                        f"{esc(visible(ex['traceback'], keep=chr(10) + chr(9)))}</pre></details>")
-    if 1 < len(g.messages) < g.count:  # some messages repeat: say which (all different: the examples say it)
+    if len(g.messages) > 1 and max(g.messages.values()) > 1:  # some repeat: which (all differ: see the examples)
         common = sorted(g.messages.items(), key=lambda kv: -kv[1])[:5]
         listed = "".join(f"<li><code>{esc(visible(m, limit=200))}</code> <span class=\"muted\">× {n:,}</span></li>"
                          for m, n in common)
@@ -333,12 +333,13 @@ def _events_section(view: RunView) -> str:
     kinds: dict[str, int] = {}
     for ev in view.events:
         kinds[ev["kind"]] = kinds.get(ev["kind"], 0) + 1
-    summary = ", ".join(f"{n:,} {k}{'es' if k == 'crash' and n > 1 else ('s' if n > 1 else '')}"
-                        for k, n in sorted(kinds.items()))
+    plural = {"crash": "crashes", "retry": "retries", "timeout": "timeouts"}
+    summary = ", ".join(f"{n:,} {plural.get(k, k + 's') if n > 1 else k}" for k, n in sorted(kinds.items()))
     rows = []
     for ev in view.events[:200]:
+        idx = "" if ev.get("idx") is None else f"{ev['idx']:,}: "
         rows.append(f"<tr><td>{esc(fmt_clock(ev['time']))}</td><td>{esc(ev['kind'])}</td>"
-                    f'<td class="key">{esc(visible(ev.get("key") or "", limit=200))}</td>'
+                    f'<td class="key">{idx}{esc(visible(ev.get("key") or "", limit=200))}</td>'
                     f"<td>{esc(visible(ev.get('worker') or '', limit=100) if ev['kind'] == 'retry' else '')}</td>"
                     f"<td>{esc(visible(ev.get('detail') or '', limit=300))}</td></tr>")
     more = (f'<p class="muted">… {len(view.events) - 200:,} more.</p>' if len(view.events) > 200 else "")

@@ -160,13 +160,19 @@ def from_journal(journal: Any, run_id: int) -> RunView | None:
         return None
     timeline = journal.timeline(run_id)
     view = RunView(run, timeline["chunks"], timeline["events"])
+    wanted = {e["key"] for e in view.events if e.get("key") is not None}  # events name keys: find their index
+    index: dict[str, int] = {}
     for row in journal.iter_items(run_id):
+        if wanted and row["key"] in wanted:
+            index[row["key"]] = row["idx"]
         duration = row["duration"] or 0.0
         if row["ok"]:
             view.durations_ok.append(duration)
         else:
             view.durations_failed.append(duration)
             view.failures.add(row)
+    for e in view.events:
+        e["idx"] = index.get(e.get("key"))
     if run["state"] == "running":
         # A run in progress: the row's counts are written when it ends; the chunks have them now.
         last = max((c["finished"] for c in view.chunks), default=None)
@@ -337,8 +343,11 @@ def markers(view: RunView) -> list[Marker]:
         kind = ev.get("kind") or "event"
         words = {"crash": "worker crash", "timeout": "timeout", "retry": "retry"}.get(kind, kind)
         title = f"{fmt_clock(ev['time'])} {words}"
+        if ev.get("idx") is not None:
+            title += f" of item {ev['idx']:,}"
         if ev.get("key") is not None:
-            title += f" of {visible(ev['key'], limit=200)}"
+            title += f" ({visible(ev['key'], limit=200)})" if ev.get("idx") is not None else \
+                f" of {visible(ev['key'], limit=200)}"
         if ev.get("worker") and kind == "retry":  # a crash's recorded worker is its chunk's, not the dead one
             title += f" ({ev['worker']})"
         if ev.get("detail"):
