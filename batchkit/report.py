@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import heapq
 import html
+import os
+from pathlib import Path
 from typing import Any
 
 from .engine.chunk import ChunkOutcomes
@@ -159,6 +161,19 @@ class Report:
             lines.append(f"  ... {self.failed - 5} more failures in report.failures")
         return "\n".join(lines)
 
+    def to_html(self, path: str | os.PathLike) -> Path:
+        """Write this run's report to ``path`` as one self-contained HTML page (no scripts, nothing
+        loaded from the network: it opens offline and can be mailed): the workers' timeline,
+        throughput, chunk sizes, item durations and the failures grouped by type and message.
+        Returns the path. For a journaled run, ``batchkit show RUN --html FILE`` draws the same from
+        the journal, with every attempt of a resumed run and the run's settings.
+        """
+        from .ops.htmlreport import run_page, write_page
+        from .ops.runview import from_report
+
+        write_page(path, run_page(from_report(self)))
+        return Path(path)
+
     def _repr_html_(self) -> str:
         esc = html.escape
         rows = [("succeeded", self.succeeded), ("failed", self.failed),
@@ -177,8 +192,21 @@ class Report:
             out.append("</table>")
             if self.failed > len(fails):
                 out.append(f"<p>... {self.failed - len(fails)} more in <code>report.failures</code></p>")
+        out.append(self._charts_html())
         out.append("</div>")
         return "".join(out)
+
+    def _charts_html(self) -> str:
+        """The compact worker timeline and throughput under the counts (empty without a timeline)."""
+        if not self._complete or not any(c.spans for c in self._chunks):
+            return ""
+        try:
+            from .ops.htmlreport import compact_html
+            from .ops.runview import from_report
+
+            return compact_html(from_report(self, items=False))
+        except Exception as exc:  # noqa: BLE001 - a chart must never hide the report's table
+            return f"<p><i>(no chart: {html.escape(type(exc).__name__)}: {html.escape(str(exc))})</i></p>"
 
 
 def _short(item: Any, width: int = 80) -> str:

@@ -72,14 +72,41 @@ def _run_json(run: dict) -> dict:
             "message": run.get("message")}
 
 
+HTML_HELP = "Write one self-contained HTML page with charts to FILE ('-' for stdout); opens offline."
+HTML_LIMIT = 500  # runs drawn by history --html unless --limit says otherwise
+
+
+def _write_html(path: str, page: str, what: str) -> None:
+    """Write a report page (or print it for ``-``); a path that cannot be written exits 2."""
+    if path == "-":
+        click.echo(page, nl=False)
+        return
+    from ..ops.htmlreport import write_page
+
+    try:
+        write_page(path, page)
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc}; choose another --html file")
+    click.echo(f"wrote {what} to {path}")
+
+
 @click.command("history")
 @click.option("--job", help="Only runs of this job.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many runs.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help=f"How many runs (default 20; {HTML_LIMIT} with --html).")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of runs instead of a table.")
-def history(job: str | None, limit: int, as_json: bool) -> None:
+@click.option("--html", "html_path", metavar="FILE", help=HTML_HELP + " Runs of each job over time.")
+def history(job: str | None, limit: int | None, as_json: bool, html_path: str | None) -> None:
     """Past runs, newest first: state, counts, duration and throughput."""
     journal = _open()
-    runs = journal.runs(job=job, limit=limit) if journal else []
+    if html_path is not None:
+        from ..ops.htmlhistory import history_page
+        from ..ops.runview import history_rows
+
+        runs = history_rows(journal, journal.runs(job=job, limit=limit or HTML_LIMIT)) if journal else []
+        _write_html(html_path, history_page(runs, job=job), f"the history of {len(runs)} runs")
+        return
+    runs = journal.runs(job=job, limit=limit or 20) if journal else []
     if as_json:
         click.echo(json.dumps([_run_json(r) for r in runs], indent=1))
         return
@@ -101,12 +128,20 @@ def history(job: str | None, limit: int, as_json: bool) -> None:
 @click.option("--tracebacks", is_flag=True, help="Print each failure's traceback too.")
 @click.option("--all", "show_all", is_flag=True, help=f"Every failure (default: the first {SHOW_FAILURES}).")
 @click.option("--json", "as_json", is_flag=True, help="The run and its failures as one JSON object.")
-def show(run_id: int, tracebacks: bool, show_all: bool, as_json: bool) -> None:
+@click.option("--html", "html_path", metavar="FILE",
+              help=HTML_HELP + " Workers' timeline, throughput, chunk sizes, durations, failures, settings.")
+def show(run_id: int, tracebacks: bool, show_all: bool, as_json: bool, html_path: str | None) -> None:
     """One run: its summary and its failures with their messages."""
     journal = _open()
     run = journal.run(run_id) if journal else None
     if run is None:
         _fail(f"no run {run_id} in the journal; `batchkit history` lists the runs")
+    if html_path is not None:
+        from ..ops.htmlreport import run_page
+        from ..ops.runview import from_journal
+
+        _write_html(html_path, run_page(from_journal(journal, run_id)), f"the report of run {run_id}")
+        return
     failures = journal.items(run_id, failed_only=True)
     if as_json:
         keep = ("key", "idx", "error_type", "error_kind", "message", "step", "attempts", "duration")

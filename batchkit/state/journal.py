@@ -300,7 +300,8 @@ class Journal:
                 row_keys(text) for (text,) in self.db.execute("SELECT rows FROM chunks WHERE run_id=?", (run_id,))))
         output_end = self.output_end(run_id) if row is not None else 0
         return RunRecord(self, run_id, job, done, resumed=row is not None, needs_values=needs_values,
-                         output_end=output_end, forgotten=forgotten)
+                         output_end=output_end, forgotten=forgotten,
+                         attempt=0 if row is None else (row["resumes"] or 0) + 1)
 
     def _forget(self, run_id: int, failed: bool, lost: bool) -> list[str]:
         """Drop from the run the rows of failed items (``--retry-failed``) and of items whose value

@@ -38,7 +38,8 @@ class RunRecord:
     QUEUED = 1
 
     def __init__(self, journal: Journal, run_id: int, job: str, done: set[str], resumed: bool,
-                 needs_values: bool = False, output_end: int | None = 0, forgotten: list[str] | None = None) -> None:
+                 needs_values: bool = False, output_end: int | None = 0, forgotten: list[str] | None = None,
+                 attempt: int = 0) -> None:
         self.journal = journal
         self.id = run_id
         self.job = job
@@ -47,6 +48,7 @@ class RunRecord:
         self.needs_values = needs_values
         self.output_end = output_end  # where --output stood at the last recorded chunk
         self.forgotten = forgotten or []  # keys begin() dropped to run again (--retry-failed)
+        self.attempt = attempt  # 0 for a new run, n for its n-th resume: the timeline's attempts
         self.lost_values = 0  # values that could not be stored (unpicklable, or holding a secret)
         self.first_lost: str | None = None
         self._queue: queue.Queue | None = None
@@ -114,10 +116,10 @@ class RunRecord:
         spans = json.dumps(chunk.spans) if chunk.spans else None
         db = self.journal.db
         with self.journal.transaction("record finished items"):
-            db.execute("INSERT INTO chunks (run_id, first_idx, n, failed, finished, rows, spans, data, lost, "
-                       "output_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO chunks (run_id, first_idx, n, failed, finished, rows, spans, attempt, data, "
+                       "lost, output_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (self.id, chunk.start if chunk.indices is None else None, len(chunk), len(errors), now,
-                        rows, spans, data, lost, output_end))
+                        rows, spans, self.attempt, data, lost, output_end))
             if failed:
                 db.executemany("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?, ?)", failed)
             if events:
