@@ -41,7 +41,7 @@ OPS_KWARGS = ("log_file", "log_format", "notify", "notify_on", "ping", "metrics_
 RESERVED = frozenset(ENGINE_KWARGS) | frozenset(LIFECYCLE_KWARGS) | {
     "input", "files", "include", "exclude", "json", "quiet", "scheduler", "retries",
     "retry_backoff", "retry_on", "retry_if", "no_journal", "show_failures", "run_name",
-    "unordered", "help", "keep_output", "watch", "settle", "poll", "queue", "follow",
+    "unordered", "help", "keep_output", "watch", "settle", "poll", "queue", "follow", "lease",
 }
 
 
