@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import python_env
+from conftest import _free_port, python_env
 
 pytest.importorskip("distributed")
 
@@ -27,48 +23,6 @@ def tag(item: str, prefix: str = "seen") -> str:
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    """A scheduler and two single-threaded workers, started in a directory with no job files."""
-    port = _free_port()
-    elsewhere = tmp_path / "workers-cwd"
-    elsewhere.mkdir()
-    env = dict(os.environ)  # the workers do NOT get the repo's tests or the job file on their path
-    common = dict(cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                  start_new_session=True)
-    address = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"], **common)]
-    procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                                   "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
-                                   "--host", "127.0.0.1"], **common))
-    import distributed
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with distributed.Client(address, timeout="2s") as client:
-                client.wait_for_workers(2, timeout=30)
-                worker_pids = list(client.run(os.getpid).values())
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    yield address, worker_pids
-    for p in procs:
-        os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
 
 
 def test_job_file_runs_on_a_real_cluster_that_cannot_import_it(cluster, tmp_path):

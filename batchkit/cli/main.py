@@ -24,16 +24,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "queue": ("batchkit.cli.queue", "queue", "A durable queue: put items, see counts, read results by id."),
 }
 
-EPILOG = """\b
-Exit codes:
-  0    every item succeeded
-  1    the run finished, one or more items failed
-  2    usage or input error (bad option, unknown job, missing root, bad job file)
-  3    the run could not be carried out (backend could not start, journal unusable)
-  75   another run of the same job holds the lock (try later)
-  130  stopped by SIGINT after a clean shutdown (--resume continues it)
-  143  stopped by SIGTERM after a clean shutdown (--resume continues it)
-"""
+def _exit_codes() -> str:
+    from ..errors import ExitCode
+
+    return "\b\nExit codes:\n" + "".join(f"  {code:<4} {text}\n" for code, text in ExitCode.describe())
+
+
+EPILOG = _exit_codes()
 
 
 class LazyGroup(click.Group):

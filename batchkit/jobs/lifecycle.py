@@ -241,8 +241,11 @@ class Run:
             retry_failed=opts.resume == "failed" or plan.retry_failed, total=_length(plan.items),
             needs_values=needs_values, settings=settings, command=self._resume_command())
         if opts.resume or plan.retry_failed:
-            if self.record.resumed and self.record.forgotten and (opts.resume == "failed" or plan.retry_failed):
-                self._note(f"re-running the {len(self.record.forgotten)} items that failed in run {self.record.id}")
+            retrying = opts.resume == "failed" or plan.retry_failed
+            if self.record.resumed and retrying:
+                failed = len(self.record.forgotten)
+                self._note(f"re-running the {failed} items that failed in run {self.record.id}" if failed
+                           else f"run {self.record.id} has no failed items: nothing to re-run")
             elif self.record.resumed:
                 self._note(f"resuming run {self.record.id}: {len(self.record.done)} items finished earlier "
                            "are skipped")
