@@ -283,7 +283,16 @@ class Run:
                 self._note(note)
         if e.halted:
             return "halted"
-        return "succeeded" if report.ok else "failed"
+        return "succeeded" if report.ok and not self._failed_earlier() else "failed"
+
+    def _failed_earlier(self) -> bool:
+        """Whether a resumed run holds failures from an earlier attempt that a report without
+        outcomes (the command line's) does not count: the run failed, as an uninterrupted one would."""
+        if self.record is None or not self.record.resumed or not self.engine.skipped or self.plan.keep_outcomes:
+            return False
+        self.record.flush()
+        _, failed, _ = self._journal.counts(self.record.id)
+        return failed > self._counts[1]
 
     def _report(self) -> Report:
         e = self.engine
