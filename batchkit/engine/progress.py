@@ -1,8 +1,13 @@
 """Progress while a run goes: a tqdm bar on a terminal, the tqdm widget in Jupyter, log lines
-elsewhere (cron, CI, a pipe). Updated once per chunk, never per item."""
+elsewhere (cron, CI, a pipe). Updated once per chunk, never per item.
+
+Log lines come every 5 seconds; ``BATCHKIT_PROGRESS_INTERVAL=60`` (seconds) makes a long cron
+run's log shorter.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import IO, Any, Union
@@ -11,8 +16,24 @@ from ..errors import UsageError
 
 ProgressOption = Union[bool, str, None]
 
-# How often plain log lines are written when stderr is not a terminal.
+# How often plain log lines are written when stderr is not a terminal (BATCHKIT_PROGRESS_INTERVAL).
 LOG_INTERVAL = 5.0
+INTERVAL_VARIABLE = "BATCHKIT_PROGRESS_INTERVAL"
+
+
+def log_interval() -> float:
+    """Seconds between log lines: ``$BATCHKIT_PROGRESS_INTERVAL`` if it is a number >= 0, else 5."""
+    text = os.environ.get(INTERVAL_VARIABLE, "").strip()
+    if text:
+        from ..units import parse_duration
+
+        try:
+            seconds = parse_duration(text)
+        except UsageError:
+            seconds = -1.0
+        if seconds >= 0:
+            return seconds
+    return LOG_INTERVAL
 
 
 def _in_notebook() -> bool:
@@ -93,15 +114,30 @@ class BarProgress(Progress):
 
     def set_total(self, total: int) -> None:
         self._total = total
-        self._bar.total = max(0, total - self._skipped) if self._skipped else total
+        self._set_bar_total(max(0, total - self._skipped))
         self._bar.refresh()
 
     def skip(self, skipped: int) -> None:
         self._skipped = skipped
         if self._total is not None:
-            self._bar.total = max(0, self._total - skipped)
+            self._set_bar_total(max(0, self._total - skipped))
             self._bar.set_postfix(skipped=skipped, **({"failed": self._failed} if self._failed else {}),
                                   refresh=False)
+
+    def _set_bar_total(self, total: int) -> None:
+        self._bar.total = total
+        # tqdm's notebook widget keeps its own maximum, set when the bar was made: without this a
+        # resumed run's widget stops half full, and one over a generator stays a thin 'info' bar.
+        widget = getattr(self._bar, "container", None)
+        if widget is not None:
+            try:
+                bar = widget.children[1]
+                bar.max = max(total, 1)
+                if bar.bar_style == "info":
+                    bar.bar_style = ""
+                    bar.layout.width = None
+            except Exception:  # another tqdm's widget layout: the text still says it
+                pass
 
     def close(self, ok: bool = True) -> None:
         self._bar.refresh()  # the last chunks may have come faster than the bar's redraw interval
@@ -114,13 +150,15 @@ class BarProgress(Progress):
 
 
 class LogProgress(Progress):
-    """Plain lines every ``LOG_INTERVAL`` seconds: no carriage returns, fit for log files."""
+    """Plain lines every :func:`log_interval` seconds, and a last one when a run that lasted
+    longer ends (never a repeat of the line before): no carriage returns, fit for log files. The first line gives no ETA: the start (workers
+    starting, the first chunks sized) would make it wild; later ones measure from it."""
 
-    def __init__(self, total: int | None, desc: str | None, stream: IO[str], interval: float = LOG_INTERVAL) -> None:
+    def __init__(self, total: int | None, desc: str | None, stream: IO[str], interval: float | None = None) -> None:
         self._total = total
         self._desc = desc or "batchkit"
         self._stream = stream
-        self._interval = interval
+        self._interval = log_interval() if interval is None else interval
         self._start = self._last = time.monotonic()
         self._done = self._failed = self._skipped = 0
         self._written: tuple | None = None  # what the last line said, so close() never repeats it
