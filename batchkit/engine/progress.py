@@ -151,8 +151,9 @@ class BarProgress(Progress):
 
 class LogProgress(Progress):
     """Plain lines every :func:`log_interval` seconds, and a last one when a run that lasted
-    longer ends (never a repeat of the line before): no carriage returns, fit for log files. The first line gives no ETA: the start (workers
-    starting, the first chunks sized) would make it wild; later ones measure from it."""
+    longer ends (never a repeat of the line before): no carriage returns, fit for log files.
+    The first line gives no ETA: the start (workers starting, the first chunks sized) would make
+    it wild; later ones measure from it."""
 
     def __init__(self, total: int | None, desc: str | None, stream: IO[str], interval: float | None = None) -> None:
         self._total = total
