@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import functools
 import inspect
+import shutil
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..errors import BackendError, UsageError
+from ..errors import BackendError, ExitCode, UsageError
 from ..jobs.job import OPS_KWARGS, ConvertItems, Job
 from ..jobs.params import Param, python_type, signature_of
 from .main import EPILOG
 from .options import CliError, OneLineCommand, OneLineErrors, engine_params, job_params, ops_params
 
+# Jobs listed by a bare `batchkit run`: enough to pick one, short enough for one screen.
+SHORT_LIST = 20
+
 
 class RunGroup(OneLineErrors, click.Group):
     """Sub-commands are jobs, resolved when named."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # A bare `batchkit run` is someone looking for what to run: the jobs and where help is,
+        # on one screen, rather than the whole help behind "error:".
+        if not args and not ctx.resilient_parsing:
+            click.echo(short_list(), err=True)
+            ctx.exit(ExitCode.USAGE)
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         from ..jobs.find import list_jobs
@@ -52,6 +64,28 @@ class RunGroup(OneLineErrors, click.Group):
         # Kept for the "resume with" hint: the command line exactly as given.
         ctx.meta["batchkit.argv"] = ["run", *args]
         return name, cmd, rest
+
+
+def short_list() -> str:
+    """What a bare ``batchkit run`` prints: usage, the jobs found (one line each), where help is."""
+    from ..jobs.find import list_jobs
+
+    found = list(list_jobs())
+    width = shutil.get_terminal_size((100, 24)).columns
+    lines = ["Usage: batchkit run JOB [JOB ARGS]... [OPTIONS]", ""]
+    if found:
+        name_width = min(24, max(len(j.name) for j in found))
+        lines.append("Jobs found:")
+        for j in found[:SHORT_LIST]:
+            line = f"  {j.name:<{name_width}}  {j.help or ''}".rstrip()
+            lines.append(line if len(line) <= width else line[:max(width - 3, 20)] + "...")
+        if len(found) > SHORT_LIST:
+            lines.append(f"  ... and {len(found) - SHORT_LIST} more: `batchkit jobs` lists them all")
+    else:
+        lines.append("No jobs found: put job files in ./jobs or set BATCHKIT_JOBS_PATH.")
+    lines += ["", "JOB may also be a path to a job file or module:attr.",
+              "`batchkit run JOB --help` shows a job's options; `batchkit run --help` says more."]
+    return "\n".join(lines)
 
 
 class JobCommand(OneLineCommand):
@@ -127,7 +161,7 @@ def guarded(call: Any) -> int:
         raise CliError(str(exc), 3) from None
 
 
-@click.group(cls=RunGroup, no_args_is_help=True, epilog=EPILOG, subcommand_metavar="JOB [JOB ARGS]...",
+@click.group(cls=RunGroup, epilog=EPILOG, subcommand_metavar="JOB [JOB ARGS]...",
              context_settings={"help_option_names": ["-h", "--help"]})
 def run() -> None:
     """Run a job: a path to a job file, a job name, or module:attr.
