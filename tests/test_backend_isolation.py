@@ -191,3 +191,22 @@ def test_two_runs_at_once_one_stopped_early_one_timing_out_leave_the_other_unhar
         events = journal.timeline(long.run_id)["events"]
     assert not [e for e in events if e["kind"] in ("crash", "timeout")], events
 
+
+
+def read_relative(name):
+    with open(name) as f:
+        return f.read()
+
+
+def test_a_run_after_changing_directory_reads_relative_paths_from_the_new_one(tmp_path, monkeypatch):
+    # A notebook user: a run in one directory, os.chdir, another run. The warm pool's workers were
+    # started in the first directory; the second run's items must see the second.
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.txt").write_text(name)
+    monkeypatch.chdir(tmp_path / "first")
+    assert bk.run(read_relative, ["data.txt"] * 4, backend="process", workers=2, progress=False).values() == \
+        ["first"] * 4
+    monkeypatch.chdir(tmp_path / "second")
+    assert bk.run(read_relative, ["data.txt"] * 4, backend="process", workers=2, progress=False).values() == \
+        ["second"] * 4

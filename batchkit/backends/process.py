@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import os
 import re
 import threading
 from typing import Any, Callable
@@ -65,7 +66,10 @@ class ProcessBackend(Backend):
 # uses it (joblib.Parallel breaks when it finds an executor it did not configure), and two runs
 # must never share one (one's kill would break the other's calls).
 _lock = threading.Lock()
-_idle: dict[int, Any] = {}  # warm pools not used by any run, by worker count (at most one kept)
+# Warm pools not used by any run, by worker count and the directory their workers started in (at
+# most one kept): workers keep the working directory they were started with, so a run after an
+# os.chdir (a notebook, a test) gets fresh workers that resolve relative paths as the caller does.
+_idle: dict[tuple[int, str], Any] = {}
 _busy: set = set()
 
 
@@ -78,14 +82,22 @@ def _new_pool(workers: int) -> Any:
     with hangup_ignored():
         resource_tracker.ensure_running()
         executor = ProcessPoolExecutor(max_workers=workers, timeout=IDLE_TIMEOUT, initializer=ignore_stop_signals)
+    executor._batchkit_cwd = _cwd()
     with _lock:
         _busy.add(executor)
     return executor
 
 
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed: no warm pool matches
+        return ""
+
+
 def _acquire(workers: int) -> Any:
     with _lock:
-        executor = _idle.pop(workers, None)
+        executor = _idle.pop((workers, _cwd()), None)
         if executor is not None:
             _busy.add(executor)
             return executor
@@ -98,9 +110,9 @@ def _release(executor: Any, kill: bool) -> None:
         _busy.discard(executor)
         stale = []
         if not kill and not getattr(executor, "_broken", False):
-            stale = [e for w, e in list(_idle.items()) if e is not executor]
+            stale = [e for e in list(_idle.values()) if e is not executor]
             _idle.clear()
-            _idle[executor._max_workers] = executor
+            _idle[(executor._max_workers, getattr(executor, "_batchkit_cwd", ""))] = executor
     for old in stale:  # one warm pool at a time: idle processes cost memory
         old.shutdown(wait=False)
     if kill or getattr(executor, "_broken", False):
