@@ -258,8 +258,11 @@ class Printer:
                 self.out("    " + redact(err.traceback).rstrip().replace("\n", "\n    "))
         shown = min(len(kept), limit)
         if s["failed"] > shown:
-            more = f"  ... {s['failed'] - shown} more"
-            self.out(more + (f": batchkit show {s['run_id']}" if s["run_id"] is not None else ""))
+            show = f": batchkit show {s['run_id']}" if s["run_id"] is not None else ""
+            if shown:
+                self.out(f"  ... {s['failed'] - shown} more{show}")
+            else:  # they failed in an earlier attempt of this resumed run
+                self.out(f"  {s['failed']} failed in an earlier attempt{show}")
         elif kept and not show_failures:
             self.out("  (--show-failures prints their tracebacks)")
         if s.get("halted"):
