@@ -330,6 +330,8 @@ class Run:
             self._teardown()
         if row is not None and row.get("state") == "error" and state != "error":
             state, code, message = "error", ExitCode.CANNOT_RUN, row.get("message")
+        elif row is not None and row.get("state") == "failed" and state == "succeeded":
+            state, code = "failed", ExitCode.FAILED  # resumed: an earlier attempt's items failed
         result = RunResult(state if state != "refused" else "error", code, message, error,
                            getattr(self, "_report_obj", None), self.record.id if self.record else None,
                            bool(self.record and self.record.resumed), failures=self._failures,
