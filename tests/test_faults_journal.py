@@ -120,6 +120,9 @@ def test_a_run_halted_by_max_failures_continues_with_resume(project):
     assert resumed["run_id"] == halted["run_id"] and resumed["skipped"] == len(before)
     assert resumed["succeeded"] + resumed["failed"] == N == len(recorded_keys(db))
     assert resumed["failed"] == halted["failed"]  # its failures stay recorded: --retry-failed runs them
+    assert again.returncode == 1 and resumed["state"] == "failed"  # the run as a whole has failed items
+    (row,) = json.loads(run(["history", "--json"], env, tmp_path).stdout)
+    assert (row["state"], row["failed"]) == ("failed", halted["failed"])
     retried = run([*args, "--retry-failed"], env, tmp_path)
     assert retried.returncode == 0 and json.loads(retried.stdout)["succeeded"] == N
 

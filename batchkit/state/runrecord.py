@@ -153,7 +153,8 @@ class RunRecord:
 
     def end(self, state: str, *, skipped: int, elapsed: float, message: str | None = None,
             total: int | None = None, exit_code: int | None = None) -> dict:
-        """Close the run with ``state`` once every chunk is written; counts come from the items.
+        """Close the run with ``state`` once every chunk is written; counts come from the items
+        (a resumed run "succeeded" whose earlier attempts recorded failures is "failed").
         Returns the run as recorded (:meth:`Journal.run`).
 
         Never raises for a journal that cannot be written (locked past the busy timeout, disk
@@ -177,6 +178,8 @@ class RunRecord:
                 succeeded, failed = db.execute(
                     "SELECT COALESCE(SUM(n - failed), 0), COALESCE(SUM(failed), 0) FROM chunks WHERE run_id=?",
                     (self.id,)).fetchone()
+                if state == "succeeded" and failed:
+                    state = "failed"  # a resumed run whose earlier attempt recorded failures
                 db.execute(
                     "UPDATE runs SET state=?, updated=?, ended=?, succeeded=?, failed=?, skipped=?, "
                     "elapsed=elapsed+?, message=?, total=COALESCE(?, total), exit_code=? WHERE id=?",
