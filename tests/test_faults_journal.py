@@ -13,8 +13,6 @@ import time
 from collections import Counter
 
 import pytest
-
-import batchkit as bk
 from faults_support import (
     communicate,
     env_with,
@@ -28,6 +26,8 @@ from faults_support import (
     start,
     wait_until,
 )
+
+import batchkit as bk
 
 N = 200
 

@@ -324,17 +324,22 @@ class Journal:
                          attempt=0 if row is None else (row["resumes"] or 0) + 1)
 
     def _forget(self, run_id: int, failed: bool, lost: bool) -> list[str]:
-        """Drop from the run the rows of failed items (``--retry-failed``) and of items whose value
-        could not be stored (a resume that needs values): they run and are recorded again. Part of
-        begin()'s transaction. Returns the keys dropped."""
+        """Drop from the run the rows of failed items (``--retry-failed``) and, for a resume that
+        needs values, of items whose value was not stored (it held a secret or could not be
+        pickled, or the earlier attempt stored none: ``bk.imap``, a job without a finishing step):
+        they run and are recorded again. Part of begin()'s transaction. Returns the keys dropped."""
         if not failed and not lost:
             return []
         dropped: list[str] = []
-        for chunk_id, first_idx, text, lost_text in self.db.execute(
-                "SELECT id, first_idx, rows, lost FROM chunks WHERE run_id=? AND (failed > 0 OR lost IS NOT NULL)",
-                (run_id,)).fetchall():
-            gone = set(json.loads(lost_text)) if lost and lost_text else set()
+        unstored = " OR (data IS NULL AND n > failed)" if lost else ""
+        for chunk_id, first_idx, text, lost_text, stored in self.db.execute(
+                "SELECT id, first_idx, rows, lost, data IS NOT NULL FROM chunks WHERE run_id=? AND "
+                f"(failed > 0 OR lost IS NOT NULL{unstored})", (run_id,)).fetchall():
             rows = list(unpack(text, first_idx))
+            if lost and not stored:
+                gone = {pos for pos, r in enumerate(rows) if r[2] is not None}  # every value it had
+            else:
+                gone = set(json.loads(lost_text)) if lost and lost_text else set()
             keep = [pos for pos, r in enumerate(rows) if not ((failed and r[2] is None) or pos in gone)]
             if len(keep) == len(rows):
                 continue
