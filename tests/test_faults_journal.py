@@ -13,6 +13,9 @@ import time
 from collections import Counter
 
 import pytest
+
+import batchkit as bk
+
 from faults_support import (
     communicate,
     env_with,
@@ -26,8 +29,6 @@ from faults_support import (
     start,
     wait_until,
 )
-
-import batchkit as bk
 
 N = 200
 

@@ -16,6 +16,9 @@ import signal
 import time
 from pathlib import Path
 
+import batchkit as bk
+
+from conftest import PY
 from faults_support import (
     communicate,
     env_with,
@@ -26,10 +29,6 @@ from faults_support import (
     start,
     wait_until,
 )
-
-import batchkit as bk
-
-from conftest import PY
 
 TOKEN = "supersecret123"
 SECRETS = [TOKEN, "s3cretpw", "Hunter2pw", "Zq@9xK!v", "9xK!v", "tok_live_abcdef123456", "Pa55word"]
