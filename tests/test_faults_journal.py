@@ -195,3 +195,14 @@ def test_totals_are_right_after_an_interrupted_then_resumed_run_and_after_retry_
         10, 0, 8, 2, 10)
     shown = run(["show", str(retried["run_id"])], env, tmp_path).stdout
     assert "10 succeeded, 0 failed, 8 skipped of 10" in shown
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "inf"])
+def test_a_bad_busy_timeout_setting_is_one_line_and_exit_2(project, value):
+    tmp_path, job, items, env, db = project
+    args = ["run", f"{job}:slow", "--input", str(items), "--delay", "0", "-q"]
+    assert run(args, env, tmp_path).returncode == 0
+    for command in (args, ["history"]):
+        result = run(command, env_with(env, BATCHKIT_BUSY_TIMEOUT=value), tmp_path)
+        assert result.returncode == 2 and "BATCHKIT_BUSY_TIMEOUT" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -31,7 +31,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import JournalError
+from ..errors import JournalError, UsageError
 from ..outcome import ItemError
 from ..secrets import redact
 from .keys import item_key
@@ -148,8 +148,8 @@ def busy_timeout() -> float:
     except ValueError:
         value = -1.0
     if not 0 < value < 86_400:  # also refuses nan and inf: sqlite3 needs a finite wait
-        raise JournalError(f"BATCHKIT_BUSY_TIMEOUT={text!r}: give the seconds a journal write may wait "
-                           f"for another process, e.g. {BUSY_TIMEOUT:g}")
+        raise UsageError(f"BATCHKIT_BUSY_TIMEOUT={text!r}: give the seconds a journal write may wait "
+                         f"for another process, e.g. {BUSY_TIMEOUT:g}")
     return value
 
 
