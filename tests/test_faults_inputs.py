@@ -151,13 +151,15 @@ def value_the_parent_cannot_unpickle(x, parent):
     return OnlyInTheWorker(parent) if x == 3 else x
 
 
-def test_a_value_that_fails_to_unpickle_in_the_parent_fails_only_its_item():
+@pytest.mark.parametrize("workers, chunk_size", [(1, 4), (2, 1)])
+def test_a_value_that_fails_to_unpickle_in_the_parent_fails_only_its_item(workers, chunk_size):
+    # It breaks loky's pool, so every slice in flight gets the same error: none but its own may fail.
     fn = functools.partial(value_the_parent_cannot_unpickle, parent=os.getpid())
-    report = bk.run(fn, range(8), backend="process", workers=2, chunk_size=4, progress=False)
+    report = bk.run(fn, range(16), backend="process", workers=workers, chunk_size=chunk_size, progress=False)
+    assert [o.index for o in report.failures] == [3]
     (bad,) = report.failures
-    assert bad.index == 3 and "value could not be sent back" in bad.error.message
-    assert "\n" not in bad.error.message
-    assert [o.value for o in report.outcomes if o.ok] == [0, 1, 2, 4, 5, 6, 7]
+    assert "value could not be sent back" in bad.error.message and "\n" not in bad.error.message
+    assert [o.value for o in report.outcomes if o.ok] == [x for x in range(16) if x != 3]
 
 
 @pytest.mark.xfail(strict=True, reason="backends/process.py _translate reads loky's 'result has failed to "
