@@ -43,13 +43,16 @@ def test_a_writer_holding_the_journal_while_chunks_are_written_ends_the_run_with
         project):
     tmp_path, job, items, env, db = project
     log = tmp_path / "executions.log"
-    args = ["run", f"{job}:slow", "--input", str(items), "--chunk-size", "5", "--workers", "2", "--delay", "0.02",
+    args = ["run", f"{job}:slow", "--input", str(items), "--chunk-size", "5", "--workers", "2", "--delay", "0.01",
             "--log", str(log), "--no-progress"]
     proc = start([*args, "--json"], env, tmp_path)
     wait_until(lambda: len(recorded_keys(db)) >= 20, what="20 journaled items")
     holder = hold_write_lock(db)  # the other writer: held until the run has ended
     try:
         out, err = communicate(proc)  # a run that hangs on the lock fails here
+        # The next cron run while the journal is still held: refused with 3 (not 75, not a hang).
+        cron = run([*args, "--resume", "--quiet"], env, tmp_path, timeout=30)
+        assert cron.returncode == 3 and len(error_lines(cron.stderr)) == 1, cron.stderr
     finally:
         holder.execute("ROLLBACK")
         holder.close()
