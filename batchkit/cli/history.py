@@ -34,7 +34,7 @@ def _open() -> Any:
     try:
         return Journal(default_path(), readonly=True)
     except BatchkitError as exc:
-        _fail(str(exc), 3)
+        _fail(str(exc), exc.exit_code)
 
 
 def _when(ts: float | None) -> str:

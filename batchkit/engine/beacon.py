@@ -6,6 +6,9 @@ at which that item started (CLOCK_MONOTONIC is the same clock in every process).
 costs two memory stores per item. From it the engine can tell which item a dead worker was
 running (so a crash is pinned on one item and the items before it are re-run, not lost) and
 which item has overrun its timeout (so its worker can be killed).
+
+A parent killed with -9 cannot remove its beacon file, nor (when its whole process group died)
+loky's semaphore files in /dev/shm: each new beacon first removes those of dead pids.
 """
 
 from __future__ import annotations
@@ -18,21 +21,32 @@ import time
 FIELDS = 3
 SLOT_BYTES = 8 * FIELDS
 PREFIX = "batchkit-beacon-"
+# loky's named semaphores (its call and result queues' locks), ``sem.loky-PID-RANDOM`` in /dev/shm,
+# named for the pid that made them: unlinked by loky's resource tracker, unless a kill -9 of the
+# process group took the tracker down too. Then nobody ever removes them; we do (see _remove_stale).
+LOKY_SEMAPHORE = "sem.loky-"
 
 
 def _remove_stale(where: str) -> None:
-    """Remove the beacon files of parents that are gone (killed before they could)."""
+    """Remove the beacon files, and loky's semaphore files, of processes that are gone (killed
+    before they could remove them). A live pid keeps its files; another user's cannot be removed."""
+    prefixes = (PREFIX, LOKY_SEMAPHORE)
     try:
-        entries = [e.name for e in os.scandir(where) if e.name.startswith(PREFIX)]
+        entries = [e.name for e in os.scandir(where) if e.name.startswith(prefixes)]
     except OSError:
         return
     if not entries:
         return
-    import psutil  # only when there are beacon files to check
+    import psutil  # only when there are files to check
 
+    alive: dict[int, bool] = {}
     for name in entries:
-        pid = name[len(PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+        pid = name[len(PREFIX if name.startswith(PREFIX) else LOKY_SEMAPHORE):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        if int(pid) not in alive:
+            alive[int(pid)] = psutil.pid_exists(int(pid))
+        if alive[int(pid)]:
             continue
         try:
             os.unlink(os.path.join(where, name))

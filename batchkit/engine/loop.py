@@ -296,6 +296,13 @@ class Engine:
             what = f"its value could not be sent back from the worker: {reason}"
         except UsageError as bad_item:
             what = str(bad_item)
+        else:
+            if not sub.isolated:
+                # A value that fails to unpickle here breaks the whole pool, and every slice in flight
+                # gets the same error: only one that failed running alone is at fault.
+                window.isolate.append(dataclasses.replace(sub, isolated=True, slot=None, task=None,
+                                                          killed_at=None))
+                return
         sub.chunk.fail(sub.lo, ItemError(type(exc).__name__, what, "", "exception"))
 
     def _readable(self, errors: dict) -> int | None:

@@ -221,7 +221,8 @@ class Run:
 
     def _setup(self) -> None:
         try:
-            self.plan.job.setup()
+            with _stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
+                self.plan.job.setup()
         except BatchkitError:
             raise
         except Exception as exc:
@@ -278,7 +279,8 @@ class Run:
         self._report_obj = report
         if self.plan.job is not None and self.plan.job.job.has_finish:
             self._check_stop()
-            note = self.plan.job.finish(report.outcomes, report)
+            with _stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
+                note = self.plan.job.finish(report.outcomes, report)
             if isinstance(note, str) and note:
                 self._note(note)
         if e.halted:
@@ -339,6 +341,8 @@ class Run:
             self._teardown()
         if row is not None and row.get("state") == "error" and state != "error":
             state, code, message = "error", ExitCode.CANNOT_RUN, row.get("message")
+        elif row is not None and row.get("state") == "failed" and state == "succeeded":
+            state, code = "failed", ExitCode.FAILED  # resumed: an earlier attempt's items failed
         result = RunResult(state if state != "refused" else "error", code, message, error,
                            getattr(self, "_report_obj", None), self.record.id if self.record else None,
                            bool(self.record and self.record.resumed), failures=self._failures,
@@ -366,7 +370,8 @@ class Run:
 
     def _teardown(self) -> None:
         try:
-            self.plan.job.teardown()
+            with _stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
+                self.plan.job.teardown()
         except Exception as exc:
             self._note(f"warning: the job's tear-down failed: {type(exc).__name__}: {exc}")
 

@@ -31,7 +31,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import JournalError
+from ..errors import JournalError, UsageError
 from ..outcome import ItemError
 from ..secrets import redact
 from .keys import item_key
@@ -117,10 +117,11 @@ ALTER TABLE chunks ADD COLUMN output_end INTEGER;
 """,
 }
 
-# How long a write waits for another process's transaction before the journal counts as unusable.
+# How long a write waits for another process's transaction before the journal counts as unusable
+# (``$BATCHKIT_BUSY_TIMEOUT`` seconds overrides it: see :func:`busy_timeout`).
 BUSY_TIMEOUT = 30.0
 
-__all__ = ["Journal", "default_home", "default_path", "fingerprint", "item_key"]
+__all__ = ["Journal", "busy_timeout", "default_home", "default_path", "fingerprint", "item_key"]
 
 # Run states. "running" with a dead pid reads as "crashed"; these can all be resumed.
 RESUMABLE = ("running", "interrupted", "error", "halted")
@@ -134,6 +135,22 @@ def default_home() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
     return base / "batchkit"
+
+
+def busy_timeout() -> float:
+    """Seconds a write waits for another process's transaction: ``$BATCHKIT_BUSY_TIMEOUT``, else
+    :data:`BUSY_TIMEOUT` (30). Past it the journal counts as unusable: the run stops with exit 3."""
+    text = os.environ.get("BATCHKIT_BUSY_TIMEOUT", "").strip()
+    if not text:
+        return BUSY_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86_400:  # also refuses nan and inf: sqlite3 needs a finite wait
+        raise UsageError(f"BATCHKIT_BUSY_TIMEOUT={text!r}: give the seconds a journal write may wait "
+                         f"for another process, e.g. {BUSY_TIMEOUT:g}")
+    return value
 
 
 def default_path() -> Path:
@@ -156,13 +173,14 @@ def pid_alive(pid: int | None, host: str | None) -> bool:
     return psutil.pid_exists(pid)
 
 
-def describe_sqlite_error(exc: BaseException) -> str:
-    """A one-line reason for a SQLite failure, in words a user can act on."""
+def describe_sqlite_error(exc: BaseException, waited: float | None = None) -> str:
+    """A one-line reason for a SQLite failure, in words a user can act on (``waited``: the busy
+    timeout the connection had)."""
     text = str(exc)
     low = text.lower()
     if "locked" in low or "busy" in low:
         return (f"another process keeps the database locked ({text}) for more than "
-                f"{BUSY_TIMEOUT:g}s")
+                f"{BUSY_TIMEOUT if waited is None else waited:g}s")
     if "disk is full" in low or "disk full" in low or getattr(exc, "errno", None) == 28:
         return "the disk is full"
     if "readonly" in low or "read-only" in low or "permission" in low:
@@ -180,11 +198,13 @@ class Journal:
     def __init__(self, path: str | os.PathLike | None = None, *, readonly: bool = False) -> None:
         self.path = Path(path) if path is not None else default_path()
         self.readonly = readonly
+        self.busy_timeout = busy_timeout()
         try:
             self.db = self._connect()
         except (sqlite3.Error, OSError) as exc:
             hint = ("" if readonly else "; set BATCHKIT_HOME to a writable directory or use --no-journal")
-            raise JournalError(f"journal {self.path} is unusable: {describe_sqlite_error(exc)}{hint}") from exc
+            raise JournalError(f"journal {self.path} is unusable: {describe_sqlite_error(exc, self.busy_timeout)}"
+                               f"{hint}") from exc
         self.db.row_factory = sqlite3.Row
         # One connection, used by the run's writer thread and by readers: one user at a time.
         self.lock = threading.RLock()
@@ -193,7 +213,7 @@ class Journal:
         if self.readonly:
             uri = self.path.absolute().as_uri()
             try:
-                db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT, isolation_level=None,
+                db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=self.busy_timeout, isolation_level=None,
                                      check_same_thread=False)
                 db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             except sqlite3.OperationalError:
@@ -204,7 +224,7 @@ class Journal:
             return db
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
         if fresh:
             try:  # the journal holds keys and values of the user's data: the user's own file
                 os.chmod(self.path, 0o600)
@@ -212,7 +232,7 @@ class Journal:
                 pass
         # Several runs may open a new journal at the same moment: switching it to WAL needs the
         # file to itself, and SQLite answers "locked" at once rather than waiting. Retry.
-        _patiently(lambda: self._prepare(db))
+        _patiently(lambda: self._prepare(db), self.busy_timeout)
         return db
 
     def _prepare(self, db: sqlite3.Connection) -> None:
@@ -304,17 +324,22 @@ class Journal:
                          attempt=0 if row is None else (row["resumes"] or 0) + 1)
 
     def _forget(self, run_id: int, failed: bool, lost: bool) -> list[str]:
-        """Drop from the run the rows of failed items (``--retry-failed``) and of items whose value
-        could not be stored (a resume that needs values): they run and are recorded again. Part of
-        begin()'s transaction. Returns the keys dropped."""
+        """Drop from the run the rows of failed items (``--retry-failed``) and, for a resume that
+        needs values, of items whose value was not stored (it held a secret or could not be
+        pickled, or the earlier attempt stored none: ``bk.imap``, a job without a finishing step):
+        they run and are recorded again. Part of begin()'s transaction. Returns the keys dropped."""
         if not failed and not lost:
             return []
         dropped: list[str] = []
-        for chunk_id, first_idx, text, lost_text in self.db.execute(
-                "SELECT id, first_idx, rows, lost FROM chunks WHERE run_id=? AND (failed > 0 OR lost IS NOT NULL)",
-                (run_id,)).fetchall():
-            gone = set(json.loads(lost_text)) if lost and lost_text else set()
+        unstored = " OR (data IS NULL AND n > failed)" if lost else ""
+        for chunk_id, first_idx, text, lost_text, stored in self.db.execute(
+                "SELECT id, first_idx, rows, lost, data IS NOT NULL FROM chunks WHERE run_id=? AND "
+                f"(failed > 0 OR lost IS NOT NULL{unstored})", (run_id,)).fetchall():
             rows = list(unpack(text, first_idx))
+            if lost and not stored:
+                gone = {pos for pos, r in enumerate(rows) if r[2] is not None}  # every value it had
+            else:
+                gone = set(json.loads(lost_text)) if lost and lost_text else set()
             keep = [pos for pos, r in enumerate(rows) if not ((failed and r[2] is None) or pos in gone)]
             if len(keep) == len(rows):
                 continue
@@ -519,9 +544,9 @@ class _Transaction:
         return False
 
 
-def _patiently(step: Any) -> None:
-    """Run ``step``, retrying while the database is locked, up to :data:`BUSY_TIMEOUT` seconds."""
-    deadline = time.monotonic() + BUSY_TIMEOUT
+def _patiently(step: Any, timeout: float) -> None:
+    """Run ``step``, retrying while the database is locked, up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     pause = 0.01
     while True:
         try:
@@ -546,5 +571,6 @@ def _rollback(db: sqlite3.Connection) -> None:
 
 
 def _journal_error(journal: Journal, what: str, exc: BaseException) -> JournalError:
-    return JournalError(f"journal {journal.path}: could not {what}: {describe_sqlite_error(exc)}; "
+    reason = describe_sqlite_error(exc, journal.busy_timeout)
+    return JournalError(f"journal {journal.path}: could not {what}: {reason}; "
                         "the run stopped and can be resumed with --resume once the journal is usable")

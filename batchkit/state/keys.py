@@ -42,10 +42,22 @@ def item_key(item: Any) -> str:
 class _Canonical(pickle.Pickler):
     # Sets and frozensets iterate in hash order, which for strings changes with every process's
     # hash seed: pickle them as sorted lists (sorted by each element's own canonical pickle).
+    # The C pickler asks reducer_override about set *subclasses* only; exact sets are below.
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) in (set, frozenset):
+        if isinstance(obj, (set, frozenset)):
             return (type(obj), (sorted(obj, key=canonical_pickle),))
         return NotImplemented
+
+
+class _CanonicalSets(pickle._Pickler):  # type: ignore[name-defined]
+    # The pure-Python pickler asks reducer_override about every object, exact sets included.
+    # Slower, so only used for the items whose plain pickle holds a set.
+    reducer_override = _Canonical.reducer_override
+
+
+# The opcodes a set or frozenset is pickled with (protocol 4): their byte in a pickle means it may
+# hold one (or that byte is part of some data: then the slower pickler just runs for nothing).
+_SET_OPCODES = (pickle.EMPTY_SET, pickle.FROZENSET)
 
 
 def canonical_pickle(item: Any) -> bytes:
@@ -55,6 +67,14 @@ def canonical_pickle(item: Any) -> bytes:
         _Canonical(buf, protocol=4).dump(item)
     except Exception:
         return repr(item).encode("utf-8", "surrogateescape")
+    blob = buf.getvalue()
+    if not any(op in blob for op in _SET_OPCODES):
+        return blob  # no set inside: the common case, at C speed
+    buf = io.BytesIO()
+    try:
+        _CanonicalSets(buf, protocol=4).dump(item)
+    except Exception:
+        return blob
     return buf.getvalue()
 
 

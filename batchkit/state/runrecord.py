@@ -153,33 +153,57 @@ class RunRecord:
 
     def end(self, state: str, *, skipped: int, elapsed: float, message: str | None = None,
             total: int | None = None, exit_code: int | None = None) -> dict:
-        """Close the run with ``state`` once every chunk is written; counts come from the items.
+        """Close the run with ``state`` once every chunk is written; counts come from the items
+        (a resumed run "succeeded" whose earlier attempts recorded failures is "failed").
+        Returns the run as recorded (:meth:`Journal.run`).
 
-        Raises :class:`JournalError` if the journal cannot be written; the run then reads as
-        crashed (its process gone) and can be resumed.
+        Never raises for a journal that cannot be written (locked past the busy timeout, disk
+        full): a chunk that could not be written makes the run an "error" (resumable: that chunk
+        runs again); a run that cannot even be closed stays "running" in the file, reads as
+        crashed once its process is gone, and can be resumed. Either way the dict returned has
+        state "error", the one-line reason in ``message``, and the counts the journal does hold.
         """
         failure = None
         try:
             self.flush()
         except JournalError as exc:
             failure = exc
-            if state == "succeeded":
-                state, message = "error", str(exc)
+            state, message = "error", str(exc)
+        if state not in ("succeeded", "failed"):
+            total = None  # the input was not read to its end: what was read so far is no total
         db = self.journal.db
         now = time.time()
-        with self.journal.transaction("close the run"):
-            succeeded, failed = db.execute(
-                "SELECT COALESCE(SUM(n - failed), 0), COALESCE(SUM(failed), 0) FROM chunks WHERE run_id=?",
-                (self.id,)).fetchone()
-            db.execute(
-                "UPDATE runs SET state=?, updated=?, ended=?, succeeded=?, failed=?, skipped=?, "
-                "elapsed=elapsed+?, message=?, total=COALESCE(?, total), exit_code=? WHERE id=?",
-                (state, now, now, succeeded, failed, skipped, elapsed,
-                 redact(message) if message else None, total, exit_code, self.id))
+        try:
+            with self.journal.transaction("close the run"):
+                succeeded, failed = db.execute(
+                    "SELECT COALESCE(SUM(n - failed), 0), COALESCE(SUM(failed), 0) FROM chunks WHERE run_id=?",
+                    (self.id,)).fetchone()
+                if state == "succeeded" and failed:
+                    state = "failed"  # a resumed run whose earlier attempt recorded failures
+                db.execute(
+                    "UPDATE runs SET state=?, updated=?, ended=?, succeeded=?, failed=?, skipped=?, "
+                    "elapsed=elapsed+?, message=?, total=COALESCE(?, total), exit_code=? WHERE id=?",
+                    (state, now, now, succeeded, failed, skipped, elapsed,
+                     redact(message) if message else None, total, exit_code, self.id))
+        except JournalError as exc:
+            return self._unclosed(failure or exc)
         self._ended = True
-        if failure is not None:
-            raise failure
-        return self.journal.run(self.id) or {}
+        try:
+            return self.journal.run(self.id) or {}
+        except Exception:  # noqa: BLE001 - closed and recorded; only reading it back failed
+            return {"id": self.id, "state": state, "message": message}
+
+    def _unclosed(self, failure: JournalError) -> dict:
+        """The run as far as the journal has it, when it could not be closed: state "error", the
+        first failure's reason, and the counts of the chunks it did record (read-only: a reader
+        gets through a lock or a full disk)."""
+        run: dict[str, Any] = {"id": self.id, "state": "error", "message": str(failure)}
+        try:
+            done, failed, _ = self.journal.counts(self.id)
+            run.update(succeeded=done - failed, failed=failed)
+        except Exception:  # noqa: BLE001 - the counts are a courtesy; the reason is what matters
+            pass
+        return run
 
 
 def _holds_secret(blob: bytes, secrets: list[str]) -> bool:
