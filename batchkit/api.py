@@ -187,6 +187,7 @@ def imap(fn: Callable[[Any], Any], items: Iterable[Any], *, backend: Any = "proc
         backend=backend, workers=workers, chunk_size=chunk_size, ordered=ordered, retry=retry, timeout=timeout,
         progress=progress, journal=journal, resume=resume, key=key, max_failures=max_failures, desc=desc,
         name=name, initializer=initializer, initargs=initargs))
+    plan.store_values = True  # a stream keeps no outcomes, but whoever resumes it may want its values
     return Outcomes(Run(plan))
 
 

@@ -61,6 +61,7 @@ class RunPlan:
     operations: Any = None
     sinks: list[Sink] = dataclasses.field(default_factory=list)
     keep_outcomes: bool = True
+    store_values: bool | None = None  # keep exact values in the journal (default: keep_outcomes)
     command: list[str] | None = None  # the command line, for the "resume with" hint
     redirect_stdout: bool = False  # item output goes to stderr (stdout carries data or JSON)
 
@@ -175,7 +176,9 @@ class Run:
         if plan.job is not None:
             self._setup()
         journal = plan.options.journal
-        needs_values = plan.keep_outcomes
+        # Exact values are kept when this run's report needs them, or a later resume from Python
+        # would (bk.imap streams its outcomes, but a bk.run resuming it must not redo them).
+        needs_values = plan.keep_outcomes if plan.store_values is None else plan.store_values
         if journal:
             self._open_journal(journal, needs_values)
         if plan.output is not None:
@@ -285,16 +288,9 @@ class Run:
                 self._note(note)
         if e.halted:
             return "halted"
-        return "succeeded" if report.ok and not self._failed_earlier() else "failed"
-
-    def _failed_earlier(self) -> bool:
-        """Whether a resumed run holds failures from an earlier attempt that a report without
-        outcomes (the command line's) does not count: the run failed, as an uninterrupted one would."""
-        if self.record is None or not self.record.resumed or not self.engine.skipped or self.plan.keep_outcomes:
-            return False
-        self.record.flush()
-        _, failed, _ = self._journal.counts(self.record.id)
-        return failed > self._counts[1]
+        # A resumed run whose earlier attempts recorded failures: the journal, which holds every
+        # attempt's counts, makes it "failed" when the record closes (see _end).
+        return "succeeded" if report.ok else "failed"
 
     def _report(self) -> Report:
         e = self.engine
