@@ -12,6 +12,20 @@ from typing import Any
 # stop signal is never recorded; see batchkit.errors.ItemInterrupted.)
 KINDS = ("exception", "timeout", "crash")
 
+# What batchkit writes of one error outside the Python objects (the journal, --output, logs,
+# summaries): a 10 MB message must not become a 10 MB line everywhere.
+MESSAGE_MAX = 8_000
+TRACEBACK_MAX = 32_000
+SUMMARY_MAX = 500
+
+
+def capped(text: str | None, limit: int) -> str | None:
+    """``text`` cut to about ``limit`` characters, keeping its start and end and saying how much went."""
+    if text is None or len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit:,} characters cut] ...\n{text[-half:]}"
+
 
 @dataclass(frozen=True)
 class ItemError:
@@ -46,7 +60,9 @@ class ItemError:
     def summary(self) -> str:
         """One line: ``Type: message`` (and the step, for multi-step jobs)."""
         where = f"[{self.step}] " if self.step else ""
-        first = self.message.splitlines()[0] if self.message else ""
+        first = self.message[:SUMMARY_MAX * 2].splitlines()[0] if self.message else ""
+        if len(first) > SUMMARY_MAX:
+            first = first[:SUMMARY_MAX] + f"... [{len(self.message):,} characters]"
         return f"{where}{self.type}: {first}" if first else f"{where}{self.type}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -199,3 +199,23 @@ def test_three_10_mb_error_messages_do_not_make_a_big_journal(tmp_path):
     messages = query(home / "batchkit.db", "SELECT message FROM failures")
     assert len(messages) == 3 and all(len(m) < 10_000 for (m,) in messages)
     assert all("characters cut" in m for (m,) in messages)
+
+
+def test_a_10_mb_error_message_is_capped_in_the_summary_output_and_log(tmp_path):
+    import subprocess
+
+    from conftest import PY, python_env
+
+    (tmp_path / "big.py").write_text(
+        "import batchkit as bk\n\n@bk.job\ndef big(item: str) -> str:\n"
+        "    '''Fail loudly.'''\n    raise ValueError('upstream said: ' + 'A' * 10_000_000)\n")
+    (tmp_path / "one.txt").write_text("x\n")
+    env = python_env()
+    env["BATCHKIT_HOME"] = str(tmp_path / "home")
+    run = subprocess.run([PY, "-m", "batchkit", "run", "big.py", "--input", "one.txt", "--output", "out.jsonl",
+                          "--log-file", "run.log", "--backend", "serial"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert len(run.stdout) + len(run.stderr) < 5_000  # the FAILED line says how long it was
+    assert "characters" in run.stdout
+    assert (tmp_path / "out.jsonl").stat().st_size < 20_000 and (tmp_path / "run.log").stat().st_size < 20_000

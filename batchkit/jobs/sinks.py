@@ -18,6 +18,7 @@ from typing import IO, Any, Protocol
 
 from ..engine.chunk import ChunkOutcomes
 from ..errors import Interrupted, OutputError, UsageError
+from ..outcome import MESSAGE_MAX, capped
 from ..secrets import redact
 
 
@@ -123,7 +124,8 @@ class OutputSink:
                 line["value"] = o.value
             else:
                 assert o.error is not None
-                line["error"] = {k: redact(v) for k, v in o.error.to_dict().items() if k != "traceback"}
+                line["error"] = {k: redact(capped(v, MESSAGE_MAX) if isinstance(v, str) else v)
+                                 for k, v in o.error.to_dict().items() if k != "traceback"}
             line["attempts"] = o.attempts
             line["duration"] = round(o.duration, 6)
             lines.append(json.dumps(line, default=jsonable, ensure_ascii=False))

@@ -33,6 +33,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
+from ..outcome import MESSAGE_MAX, capped
 from ..secrets import redact
 from .eventlog import EventLog
 from .mail import SmtpServer, is_mailto, parse_mailto
@@ -140,7 +141,7 @@ class Operations:
                 key = chunk.key(pos)
                 self.log.emit("item failed", level="error", index=chunk.index(pos),
                               item=str(key if key is not None else chunk.items[pos]),
-                              type=err.type, kind=err.kind, message=err.message,
+                              type=err.type, kind=err.kind, message=capped(err.message, MESSAGE_MAX),
                               **({"step": err.step} if getattr(err, "step", None) else {}))
 
         self._guard("writing the log", emit)

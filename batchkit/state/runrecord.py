@@ -17,6 +17,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalError
+from ..outcome import MESSAGE_MAX, TRACEBACK_MAX
+from ..outcome import capped as _cap
 from ..secrets import contains_secret, redact, secret_values
 from .keys import stored_key, stored_keys
 from .rowpack import pack, summaries
@@ -212,17 +214,6 @@ def _holds_secret(blob: bytes, secrets: list[str]) -> bool:
     if any(v.encode("utf-8", "surrogateescape") in blob for v in secrets):
         return True
     return b"://" in blob and b"@" in blob and contains_secret(blob.decode("latin-1"))
-
-
-MESSAGE_MAX = 8_000
-TRACEBACK_MAX = 32_000
-
-
-def _cap(text: str | None, limit: int) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]}\n... [{len(text) - limit:,} characters cut] ...\n{text[-half:]}"
 
 
 def _span_worker(chunk: Any, pos: int) -> str | None:
