@@ -6,7 +6,10 @@ outcomes came back. The peak is ``VmHWM`` from ``/proc/self/status`` where there
 ``getrusage(RUSAGE_SELF).ru_maxrss`` survives ``exec`` on Linux, so a child started by a big
 parent would report the parent's size; ``ru_maxrss`` is the fallback elsewhere. Modes: ``floor`` (imports and a
 10-item run: the interpreter's own footprint), ``batchkit`` (``bk.imap`` on the process
-backend, 2 workers) and ``pool`` (``multiprocessing.Pool(2).imap(chunksize=1000)``, for context).
+backend, 2 workers), ``pool`` (``multiprocessing.Pool(2).imap(chunksize=1000)``, for context), and
+for the 10M-item rows ``run`` (``bk.run(fn, range(n)).values()``, a warm pool) against ``poolmap``
+(``Pool(2).map(fn, range(n))``, a warm pool); ``files`` streams ``bk.imap(sha256, bk.files(tree))`` over the
+benchmark tree of ``n`` files (nothing kept: the walk's and the dispatch's own memory).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Callable, Iterator
 from .measure import Target, Timing
 from .table import count, seconds
 
-MODES = ("floor", "batchkit", "pool")
+MODES = ("floor", "batchkit", "pool", "run", "poolmap", "files")
 
 
 def _items(n: int) -> Iterator[int]:
@@ -33,6 +36,32 @@ def _consume(mode: str, n: int) -> tuple[int, int]:
     from .workloads import double
 
     seen = failed = 0
+    if mode == "poolmap":
+        import multiprocessing
+
+        with multiprocessing.Pool(2) as pool:
+            pool.map(double, range(100))  # started and warm, as in the timed rows
+            values = pool.map(double, range(n))
+            assert values[-1] == double(n - 1)
+            return len(values), 0
+    if mode == "files":
+        import batchkit as bk
+
+        from .checksum import make_tree
+        from .workloads import sha256_file
+
+        root = make_tree(n)
+        for outcome in bk.imap(sha256_file, bk.files(root, as_str=True), workers=2, progress=False):
+            seen += 1
+            failed += not outcome.ok
+        return seen, failed
+    if mode == "run":
+        import batchkit as bk
+
+        bk.run(double, range(100), workers=2, progress=False)
+        values = bk.run(double, range(n), workers=2, progress=False).values()
+        assert values[-1] == double(n - 1)
+        return len(values), 0
     if mode == "pool":
         import multiprocessing
 

@@ -1,13 +1,13 @@
 """Run every scenario with batchkit and its peers side by side and print a markdown table.
 
-    python3 -m benchmarks.run --quick            # < 3 minutes on a 2-core machine
+    python3 -m benchmarks.run --quick            # ~7 minutes on a 2-core machine (the 1M-file tree once more)
     python3 -m benchmarks.run                    # full sizes and more rounds
     python3 -m benchmarks.run --quick --write-readme   # also update benchmarks/README.md
 
 Run it from the repository root (the workers import ``benchmarks.workloads``).
 
-``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, startup, checksum, watch, redact,
-queue); ``--json FILE`` saves the raw round times. Targets that are not met are reported, not
+``--only tiny,cpu`` picks scenarios (tiny, dask, cpu, io, rss, big, startup, cold, checksum, scale,
+watch, redact, queue); ``--json FILE`` saves the raw round times. Targets that are not met are reported, not
 fatal: the exit status is 0 unless the benchmark itself broke.
 """
 
@@ -24,14 +24,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from . import checksum, machine, redact, rss, startup, watch
+from . import big, checksum, coldstart, machine, redact, rss, startup, watch
 from . import queue as queue_bench
 from .notes import DIAGNOSES, READING, SCENARIO_NOTES
 from .peers import Shared
 from .scenarios import MAP_SCENARIOS, SIZES, Section, Sizes, run_map, targets
 from .table import markdown_table, targets_table, timing_cells
 
-ORDER = ("tiny", "dask", "cpu", "io", "rss", "startup", "checksum", "watch", "redact", "queue")
+ORDER = ("tiny", "dask", "cpu", "io", "rss", "big", "startup", "cold", "checksum", "scale", "watch", "redact",
+         "queue")
 README = Path(__file__).with_name("README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 Log = Callable[[str], None]
@@ -52,6 +53,34 @@ def rss_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
     return Section("rss", "Memory: imap over a generator",
                    f"`bk.imap(x * 2, generator)` of {small:,} and {large:,} items, process backend, "
                    "2 workers, ordered; each in a fresh process.", header, cells, tgts, [], timings)
+
+
+def big_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
+    """Ten million tiny items: run and imap against Pool.map, throughput and the parent's memory."""
+    header, cells, tgts, timings, notes = big.run(sizes.big, sizes.big_rounds, log)
+    return Section("big", f"{sizes.big:,} tiny items: the parent's cost per item",
+                   f"`x * 2` over `range({sizes.big:,})`, 2 workers, warm pools; throughput rounds interleaved, "
+                   "memory in fresh processes.", header, cells, tgts, notes, timings)
+
+
+def cold_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
+    """Short runs from a fresh interpreter, against a fork Pool and joblib."""
+    timings, tgts, notes = coldstart.run(sizes.cold_rounds, log)
+    header, cells = timing_cells(timings, None)
+    cells = [row[:4] + row[6:] for row in cells]  # no items/s nor ratio: ten items measure start-up, not speed
+    header = header[:4] + header[6:]
+    return Section("cold", "Short runs from a fresh interpreter",
+                   "Each row a new process from exec to exit: interpreter, imports, starting the workers, ten items, "
+                   "shutting down.", header, cells, tgts, notes, timings)
+
+
+def scale_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
+    """The checksum job at 10 × the files: wall and the parent's memory."""
+    header, cells, tgts, timings = checksum.scale(sizes.files, sizes.files_large, sizes.scale_rounds, log)
+    return Section("scale", "File runs at scale",
+                   f"`batchkit run checksum` over {sizes.files:,} and {sizes.files_large:,} files of 100 B–4 KiB "
+                   f"({checksum.PER_DIR} per directory), 2 workers; the parent's peak RSS of the CLI and of a "
+                   "streaming run.", header, cells, tgts, [], timings)
 
 
 def startup_section(sizes: Sizes, shared: Shared, log: Log) -> Section:
@@ -101,7 +130,8 @@ def build(key: str, sizes: Sizes, shared: Shared, log: Log) -> Section:
     try:
         if key in MAP_SCENARIOS:
             return map_section(key, sizes, shared, log)
-        return {"rss": rss_section, "startup": startup_section, "checksum": checksum_section,
+        return {"rss": rss_section, "big": big_section, "cold": cold_section, "scale": scale_section,
+                "startup": startup_section, "checksum": checksum_section,
                 "watch": watch_section, "redact": redact_section, "queue": queue_section}[key](sizes, shared, log)
     except Exception as exc:  # report it in the table and carry on with the other scenarios
         return Section(key, key, f"**failed**: {type(exc).__name__}: {exc}")

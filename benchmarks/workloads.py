@@ -37,3 +37,15 @@ def calibrate_spin(seconds: float, rounds: int = 5) -> int:
         spin(n)
         times.append(time.perf_counter() - t0)
     return max(1, int(n * seconds / sorted(times)[len(times) // 2]))
+
+
+def sha256_file(path: str) -> str:
+    """A small file's sha256 (the checksum job's work, for runs over a file tree)."""
+    import hashlib
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return hashlib.sha256(os.read(fd, 1 << 20)).hexdigest()
+    finally:
+        os.close(fd)
