@@ -111,7 +111,10 @@ class Report:
             return list(self._chunks[0].values)
         if any(c.indices is not None for c in self._chunks):
             return [o.value for o in self.outcomes]
-        return [v for c in self._chunks for v in c.values]
+        values: list = []
+        for c in self._chunks:  # list += list: a memory copy per chunk, no Python loop per item
+            values += c.values
+        return values
 
     def raise_on_failure(self) -> Report:
         """Raise :class:`~batchkit.BatchFailed` listing the failures, if there are any."""

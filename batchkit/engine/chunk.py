@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from ..outcome import ItemError, Outcome
 from ..state.keys import key_list, text_key
+from .timings import Timings, as_array
 
 
 class ChunkOutcomes:
@@ -42,7 +43,7 @@ class ChunkOutcomes:
         self.values: list = []
         self.errors: dict[int, ItemError] = {}
         self.attempts: dict[int, int] = {}
-        self.durations = array("d")
+        self.durations: Timings = array("d")
         self.remaining = n
         self.spans: list[tuple[str, float, float, int]] = []
         self.events: list[tuple[int, str, float, str]] = []
@@ -66,7 +67,7 @@ class ChunkOutcomes:
         else:
             self._allocate()
             self.values[lo:lo + n] = result.values
-            self.durations[lo:lo + n] = result.durations
+            self.durations[lo:lo + n] = as_array(result.durations)
         for pos, err in result.errors.items():
             self.errors[lo + pos] = err
         for pos, count in result.attempts.items():
@@ -81,6 +82,8 @@ class ChunkOutcomes:
         if len(self.values) != n:
             self.values = [None] * n
             self.durations = array("d", bytes(8 * n))
+        elif not isinstance(self.durations, array):
+            self.durations = as_array(self.durations)
 
     def fail(self, pos: int, error: ItemError, duration: float = 0.0, attempts: int = 1,
              when: float | None = None) -> None:

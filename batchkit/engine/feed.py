@@ -51,6 +51,9 @@ class Feed:
         self._seq = 0
         self._direct = isinstance(items, (list, tuple, range)) or (
             isinstance(items, Sized) and hasattr(items, "__getitem__"))
+        # Lists, tuples and ranges are cut by slicing: a range's chunks stay ranges (nothing is
+        # materialised, in the parent or on the way to the workers).
+        self._sliced = items if isinstance(items, (list, tuple, range)) else None
         self._it: Iterator[Any] = iter(items) if self._direct else iter(())
         # A source may say how far ahead it may be read (a queue: not beyond the chunk being filled).
         ahead = getattr(items, "read_ahead", None)
@@ -86,7 +89,10 @@ class Feed:
     # -- direct (sized input, nothing to skip): keys are computed later, where needed ---------
 
     def _plain(self, size: int) -> ChunkOutcomes | None:
-        batch = list(islice(self._it, size))
+        if self._sliced is not None:
+            batch = self._sliced[self.seen:self.seen + size]
+        else:
+            batch = list(islice(self._it, size))
         if not batch:
             self.exhausted = True
             return None

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from ..outcome import ItemError
 from ..retry import Retry
 from .beacon import WorkerBeacon
+from .timings import Durations
 
 # What an item may raise without stopping the chunk: everything but KeyboardInterrupt, which in
 # the serial backend (the caller's own thread) is how a stop reaches the run. `sys.exit()`,
@@ -82,7 +83,8 @@ class Task:
 class ChunkResult:
     """Outcomes of one chunk, compact: ``values[i]`` (``None`` where it failed), ``errors``
     (position -> :class:`ItemError`), ``attempts`` (position -> count, only where not 1),
-    ``durations`` (seconds per item), ``elapsed`` (the chunk's time in the worker), and for the
+    ``durations`` (seconds per item: an ``array`` or a compact :class:`~batchkit.engine.timings.Durations`),
+    ``elapsed`` (the chunk's time in the worker), and for the
     run's timeline ``worker`` (:func:`worker_id`), ``started`` (wall clock) and ``events``
     (``(position, "retry", time, message)`` for each retry)."""
 
@@ -93,7 +95,7 @@ class ChunkResult:
         values: list,
         errors: dict[int, ItemError],
         attempts: dict[int, int],
-        durations: array,
+        durations: array | Durations,
         elapsed: float,
         worker: str = "",
         started: float = 0.0,
@@ -169,7 +171,7 @@ def _initialize(task: Task) -> ItemError | None:
 
 def _all_failed(task: Task, error: ItemError) -> ChunkResult:
     n = len(task.items)
-    return ChunkResult([None] * n, dict.fromkeys(range(n), error), {}, array("d", bytes(8 * n)), 0.0,
+    return ChunkResult([None] * n, dict.fromkeys(range(n), error), {}, Durations(array("d"), n, 0.0), 0.0,
                        worker_id(), time.time())
 
 
@@ -241,10 +243,10 @@ def _run_fast(task: Task) -> ChunkResult:
     finally:
         if beacon is not None:
             beacon.close()
-    durations = _durations(start, stamps)
+    durations: array | Durations = _durations(start, stamps)
     rest = len(values) - len(stamps)
-    if rest:
-        durations.extend(array("d", [(end - stamps[-1]) / rest]) * rest)
+    if rest:  # the untimed items share their average, stored once
+        durations = Durations(durations, rest, (end - stamps[-1]) / rest)
     return ChunkResult(values, errors, {}, durations, end - start, worker_id(), wall)
 
 

@@ -1,0 +1,104 @@
+"""How the process backend starts its workers: by fork where that is safe, loky's way otherwise.
+
+Each test runs a fresh interpreter (a script without a main guard, as users write them), since
+whether forking is safe depends on the threads of the whole process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from conftest import python_env
+
+HEADER = textwrap.dedent("""
+    import json, os, signal, sys, threading, time
+    import batchkit as bk
+    from batchkit.backends import process as proc
+
+    def pids(backend):
+        return sorted(backend._executor._processes)
+
+    def crash(x):
+        if x == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x * 10
+
+    def slow(x):
+        if x == 2:
+            time.sleep(30)
+        return x
+""")
+
+
+def _run(tmp_path, body: str, timeout: float = 90) -> dict:
+    script = tmp_path / "script.py"
+    script.write_text(HEADER + textwrap.dedent(body))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=python_env(),
+                         cwd=tmp_path, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_single_threaded_script_forks_its_workers_and_keeps_every_behaviour(tmp_path):
+    got = _run(tmp_path, """
+        print("started", file=sys.stderr)  # printed once: the script is never re-run by a worker
+        b = bk.ProcessBackend(2)
+        plain = bk.run(lambda x: x + 1, range(10), backend=b, progress=False)
+        method, first = b.start_method, pids(b)
+        crashed = bk.run(crash, range(8), backend=b, progress=False)
+        timed = bk.run(slow, range(4), backend=b, timeout=1, progress=False)
+        print(json.dumps({"method": method, "values": plain.values(), "workers": len(first),
+                          "crashed": [(o.index, o.error.kind) for o in crashed.failures],
+                          "crash_values": [o.value for o in crashed.outcomes if o.ok],
+                          "timed": [(o.index, o.error.kind) for o in timed.failures],
+                          "timed_values": [o.value for o in timed.outcomes if o.ok],
+                          "after_crash": b.start_method}))
+    """)
+    assert got["method"] == "fork"
+    assert got["values"] == list(range(1, 11)) and got["workers"] == 2
+    assert got["crashed"] == [[3, "crash"]] and got["crash_values"] == [0, 10, 20, 40, 50, 60, 70]
+    assert got["timed"] == [[2, "timeout"]] and got["timed_values"] == [0, 1, 3]
+    # The pool that replaced the broken one was started from a process that has threads by now.
+    assert got["after_crash"] == "loky"
+
+
+def test_a_script_with_another_thread_starts_its_workers_the_loky_way(tmp_path):
+    got = _run(tmp_path, """
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()
+        b = bk.ProcessBackend(2)
+        report = bk.run(lambda x: -x, range(5), backend=b, progress=False)
+        stop.set()
+        print(json.dumps({"method": b.start_method, "values": report.values()}))
+    """)
+    assert got == {"method": "loky", "values": [0, -1, -2, -3, -4]}
+
+
+def test_a_forked_pool_stays_warm_between_runs_and_is_retired_when_idle(tmp_path):
+    got = _run(tmp_path, """
+        import psutil
+        proc.IDLE_TIMEOUT = 1.0
+        b = bk.ProcessBackend(2)
+        bk.run(abs, range(4), backend=b, progress=False)
+        method, first = b.start_method, pids(b)
+        b.close()
+        b2 = bk.ProcessBackend(2)
+        bk.run(abs, range(4), backend=b2, progress=False)
+        again = pids(b2)
+        b2.close()
+        warm = [p.pid for p in psutil.Process().children()]
+        for _ in range(200):  # the idle timer stops the pool about a second later
+            left = [p for p in again if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+            if not left:
+                break
+            time.sleep(0.1)
+        print(json.dumps({"method": method, "first": first, "again": again, "warm": warm, "left": left,
+                          "idle": len(proc._idle)}))
+    """)
+    assert got["method"] == "fork"
+    assert got["first"] == got["again"]  # the second run reused the warm pool's workers
+    assert set(got["again"]) <= set(got["warm"])  # still running after the run ended
+    assert got["left"] == [] and got["idle"] == 0  # retired once idle for IDLE_TIMEOUT
