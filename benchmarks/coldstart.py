@@ -100,7 +100,10 @@ def run(rounds: int, log: Callable[[str], None]) -> tuple[list[Timing], list[Tar
         notes.append(f"the CLI row is skipped: {why}.")
     timings = [Timing(name, 10, note=note, ours=ours, skipped=None if cmd else why)
                for name, cmd, note, ours, _, _ in plan]
-    log(f"  {len(plan)} commands x {rounds} rounds, fresh processes, interleaved")
+    log(f"  {len(plan)} commands x {rounds} rounds, fresh processes, interleaved (after one untimed round)")
+    for (_, cmd, _, _, before, _), t in zip(plan, timings):  # bytecode compiled and cached, page cache warm
+        if cmd is not None and not t.skipped:
+            time_command(cmd, 1, shell=True, env=env, before=before)
     for r in range(rounds):
         order = list(zip(plan, timings))
         for (_, cmd, _, _, before, check), t in (order if r % 2 == 0 else order[::-1]):
