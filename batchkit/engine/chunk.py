@@ -28,7 +28,7 @@ class ChunkOutcomes:
     """
 
     __slots__ = ("seq", "start", "indices", "items", "keys", "keyfn", "values", "errors", "attempts",
-                 "durations", "remaining", "spans", "events")
+                 "durations", "remaining", "spans", "events", "order", "walk")
 
     def __init__(self, seq: int, start: int, items: list, indices: list[int] | None = None,
                  keys: list | None = None, keyfn: Any = None) -> None:
@@ -47,6 +47,10 @@ class ChunkOutcomes:
         self.remaining = n
         self.spans: list[tuple[str, float, float, int]] = []
         self.events: list[tuple[int, str, float, str]] = []
+        # A piece of a file walk that its worker carries out (see engine.walkfeed): its ordering
+        # key, and until its files are known (items empty) the unit to send.
+        self.order: tuple | None = None
+        self.walk: Any = None
 
     def __len__(self) -> int:
         return len(self.items)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..state.keys import Occurrences, item_key, key_list
 from .chunk import ChunkOutcomes
 from .chunking import Chunker
+from .sequencer import Sequencer
 
 STALL = 0.05  # an input quiet this long sends a partial chunk
 MAX_WAIT = 1.0  # no item waits longer than this for its chunk to fill (a steady trickle)
@@ -73,6 +74,14 @@ class Feed:
         if self._direct and not self.keyed:
             return self._plain(size)
         return self._gathered(size)
+
+    def sequencer(self, ordered: bool) -> Sequencer:
+        """The run's one order: input order (``ordered``) or as chunks finish."""
+        return Sequencer(ordered)
+
+    def urgent(self) -> bool:
+        """Never: chunks go out in input order, so the window's limit cannot hold back an earlier one."""
+        return False
 
     def wait_hint(self) -> float | None:
         """Seconds until a partial chunk may be due (for the engine's wait), or ``None``."""

@@ -35,6 +35,7 @@ from .progress import make_progress
 from .recovery import Slice, is_pickling_error, kill_overdue, recover
 from .sequencer import Sequencer
 from .tracebacks import DYNAMIC, JOB_MODULE_PREFIX, SourceMap
+from .walkfeed import make_feed
 from .window import Window
 from .worker import Task
 
@@ -96,6 +97,7 @@ class Engine:
         self.stopping: Interrupted | None = None
         self._stop_deadline = 0.0
         self._window: Window | None = None
+        self._feed: Any = None
         self._barren = 0
 
     def request_stop(self, reason: Interrupted, grace: float) -> None:
@@ -133,16 +135,19 @@ class Engine:
                 beacon = Beacon(2 * workers + 1)
             window = self._window = Window(backend, self._task_maker(backend, beacon, stop_flag), beacon,
                                            2 * workers)
-            feed = Feed(self.items, chunker, key=self.key, skip=self.skip, wake=window.finished, keyed=self.keyed,
-                        keep_skipped=self.keep_skipped)
+            feed = self._feed = make_feed(
+                self.items, chunker, backend, timeout=self.timeout, key=self.key, skip=self.skip, keyed=self.keyed,
+                make_plain=lambda: Feed(self.items, chunker, key=self.key, skip=self.skip, wake=window.finished,
+                                        keyed=self.keyed, keep_skipped=self.keep_skipped))
             self.skipped_items = feed.skipped_items
             progress = make_progress(self.options.progress, self.total, self.desc)
             self._limit = self._failure_limit()
-            sequencer = Sequencer(self.ordered)
+            sequencer: Sequencer = feed.sequencer(self.ordered)
             shown_skipped = 0
             while True:
                 if self.stopping is None:
-                    window.fill(self._next_chunk(feed), more_input=not feed.exhausted and not self.halted)
+                    window.fill(self._next_chunk(feed), more_input=not feed.exhausted and not self.halted,
+                                urgent=feed.urgent)
                     if feed.skipped != shown_skipped:
                         shown_skipped = feed.skipped
                         progress.skip(shown_skipped)
@@ -164,7 +169,8 @@ class Engine:
                     self._account(chunk, progress)
                     for ready in sequencer.add(chunk):
                         window.open_chunks -= 1
-                        yield ready
+                        if len(ready):  # a piece of a walk may have found no file
+                            yield ready
             kill = False
         except BaseException:
             kill = True
@@ -205,7 +211,7 @@ class Engine:
             where = (beacon.path, sub.slot) if beacon is not None and sub.slot is not None else None
             # `stop` only reaches in-memory workers; pickling drops it (see Task).
             return Task(self.fn, items, self.retry, self.timeout, where, stop_flag if in_process else None,
-                        sub.check_values, init)
+                        sub.check_values, init, sub.chunk.walk)
         return make
 
     def _close(self, backend: Any, owned: bool, kill: bool, progress: Any, beacon: Beacon | None) -> None:
@@ -243,6 +249,21 @@ class Engine:
     def _collect(self, window: Window, sub: Slice, fut: cf.Future, crashed: list, finished: list,
                  chunker: Chunker, sequencer: Sequencer) -> None:
         exc = fut.exception() if not fut.cancelled() else cf.CancelledError()
+        chunk = sub.chunk
+        if chunk.walk is not None:
+            # A unit of a walk done by its worker: from here on an ordinary chunk of the files it
+            # found. Whatever failed is walked again here, so the usual rules (crash pinning,
+            # halving, value checks) apply to known files.
+            if exc is not None or not self._feed.unfold(chunk, fut.result()):
+                self._feed.expand(chunk)
+                if exc is None:  # the worker could not see the tree: its files run as they are
+                    window.release(sub)
+                    if len(chunk):
+                        window.rerun.append(Slice(chunk, 0, len(chunk)))
+                    else:
+                        finished.append(chunk)
+                    return
+            sub.hi = len(chunk)
         if isinstance(exc, WorkerCrashed):
             crashed.append((sub, exc))
             return

@@ -51,8 +51,11 @@ class Window:
         """Nothing in flight and nothing waiting to be re-run."""
         return not self.in_flight and not self.rerun and not self.isolate
 
-    def fill(self, next_chunk: Callable[[], ChunkOutcomes | None], more_input: bool) -> None:
-        """Submit until the window is full: re-runs, then a lone suspect, then new chunks."""
+    def fill(self, next_chunk: Callable[[], ChunkOutcomes | None], more_input: bool,
+             urgent: Callable[[], bool] | None = None) -> None:
+        """Submit until the window is full: re-runs, then a lone suspect, then new chunks.
+        ``urgent()`` says the next chunk must go out even past the open-chunk limit (a walk's
+        remainder that chunks held back for order are waiting for)."""
         while len(self.in_flight) < self.capacity:
             if any(sub.isolated for sub in self.in_flight.values()):
                 return  # a suspect runs alone, so a crash can only be its own
@@ -63,7 +66,7 @@ class Window:
                 if not self.in_flight:
                     self.submit(self.isolate.popleft())
                 return
-            elif not more_input or self.open_chunks >= 2 * self.capacity:
+            elif not more_input or (self.open_chunks >= 2 * self.capacity and not (urgent and urgent())):
                 return
             else:
                 chunk = next_chunk()

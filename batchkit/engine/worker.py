@@ -45,7 +45,7 @@ class Task:
     arguments element by element looking for futures, which is slow for a big chunk.
     """
 
-    __slots__ = ("fn", "items", "retry", "timeout", "beacon", "stop", "check_values", "init")
+    __slots__ = ("fn", "items", "retry", "timeout", "beacon", "stop", "check_values", "init", "walk")
 
     def __init__(
         self,
@@ -57,6 +57,7 @@ class Task:
         stop: list | None = None,
         check_values: bool = False,
         init: tuple[str, Callable[..., Any], tuple] | None = None,
+        walk: tuple | None = None,
     ) -> None:
         self.fn = fn
         self.items = items
@@ -71,12 +72,16 @@ class Task:
         self.check_values = check_values
         # (run token, initializer, initargs): the per-worker set-up, run once per worker thread.
         self.init = init
+        # (walk, segments, budget): the worker finds its items by walking (engine.walkfeed).
+        self.walk = walk
 
     def __getstate__(self) -> tuple:
-        return (self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values, self.init)
+        return (self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values, self.init,
+                self.walk)
 
     def __setstate__(self, state: tuple) -> None:
-        self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values, self.init = state
+        (self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values, self.init,
+         self.walk) = state
         self.stop = None
 
 
@@ -119,6 +124,59 @@ class ChunkResult:
          self.started, self.events) = state
 
 
+class WalkResult(ChunkResult):
+    """A :class:`ChunkResult` of a unit of a file walk, with what the walk found: ``paths`` (the
+    files run, in order), ``rest`` (the segments not reached, in order), ``errors`` (directories
+    that could not be read), ``dirs`` (directories listed) and ``blind`` (this worker cannot see
+    the tree's root: nothing was done)."""
+
+    __slots__ = ("paths", "rest", "errors_walk", "dirs", "blind")
+
+    def __init__(self, result: ChunkResult | None, paths: list[str], rest: list, errors: list, dirs: int,
+                 blind: bool = False) -> None:
+        if result is None:
+            super().__init__([], {}, {}, array("d"), 0.0)
+        else:
+            super().__init__(result.values, result.errors, result.attempts, result.durations, result.elapsed,
+                             result.worker, result.started, result.events)
+        self.paths = paths
+        self.rest = rest
+        self.errors_walk = errors
+        self.dirs = dirs
+        self.blind = blind
+
+    def __getstate__(self) -> tuple:
+        return (super().__getstate__(), self.paths, self.rest, self.errors_walk, self.dirs, self.blind)
+
+    def __setstate__(self, state: tuple) -> None:
+        base, self.paths, self.rest, self.errors_walk, self.dirs, self.blind = state
+        super().__setstate__(base)
+
+
+def _run_walk(task: Task) -> WalkResult:
+    """Find this unit's files (walking its part of the tree), then run them as a chunk."""
+    from ..sources.walkunits import gather
+
+    walk, segments, budget = task.walk  # type: ignore[misc]
+    if not os.path.isdir(walk.root):
+        return WalkResult(None, [], [], [], 0, blind=True)
+    wall, t0 = time.time(), time.perf_counter()
+    paths, rest, errors, dirs = gather(walk, segments, budget)
+    listing = time.perf_counter() - t0
+    task.walk = None
+    if walk.as_str:
+        task.items = paths
+    else:
+        from pathlib import Path
+
+        task.items = list(map(Path, paths))
+    result = run_chunk(task)
+    # The unit's whole time, listing included, sizes the next units and draws the timeline.
+    result.elapsed += listing
+    result.started = wall
+    return WalkResult(result, paths, rest, errors, dirs)
+
+
 def _capture(exc: BaseException) -> ItemError:
     step = getattr(exc, "__batchkit_step__", None)
     cause = exc.__cause__ if step is not None and exc.__cause__ is not None else exc
@@ -127,6 +185,8 @@ def _capture(exc: BaseException) -> ItemError:
 
 def run_chunk(task: Task) -> ChunkResult:
     """Run ``task.fn`` on every item of ``task.items``; never raises for an item's error."""
+    if task.walk is not None:
+        return _run_walk(task)
     if task.init is not None:
         failed = _initialize(task)
         if failed is not None:

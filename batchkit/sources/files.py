@@ -110,6 +110,7 @@ class FileWalk:
         self.older_than = _cutoff(older_than)
         self.as_str = as_str
         self.errors: list[tuple[str, str]] = []
+        self.quiet = False  # a copy walking in a worker collects errors for the parent to log
         # Files left out by identity (device, inode), whatever name the walk meets them under:
         # a manifest written into the tree it lists must not list itself.
         self.leave_out = tuple(os.path.abspath(os.fspath(p)) for p in leave_out)
@@ -153,58 +154,77 @@ class FileWalk:
         """The wanted files under directory ``top``, whose path relative to the root is
         ``rel_top`` (``""`` for the root itself, else ending with ``/``); ``on_dir`` is told
         each directory below ``top`` that the walk enters."""
-        follow = self.follow_symlinks
-        seen: set[tuple[int, int]] = set()
-        if follow:
+        seen: set[tuple[int, int]] | None = None
+        if self.follow_symlinks:
             try:
                 st = os.stat(top)
             except OSError as exc:  # a directory that a watch saw appear may be gone again
                 self._error(top, exc)
                 return
-            seen.add((st.st_dev, st.st_ino))
+            seen = {(st.st_dev, st.st_ino)}
+        # Depth first, in name order, descending into a directory when it is met, as `find`
+        # does: a stack of the directories being listed.
+        stack = [self.scan(top, rel_top, seen)]
+        while stack:
+            for path, rel in stack[-1]:
+                if rel is None:
+                    yield path
+                    continue
+                if on_dir is not None:
+                    on_dir(path)
+                stack.append(self.scan(path, rel, seen))
+                break  # go down now; this directory's listing resumes afterwards
+            else:
+                stack.pop()
+
+    @functools.cached_property
+    def _need_rel(self) -> bool:
+        # Relative paths are only built when a pattern needs them (one with a slash).
+        return any("/" in p for p in self.include + self.exclude)
+
+    def scan(self, top: str, rel_dir: str, seen: set[tuple[int, int]] | None = None
+             ) -> Iterator[tuple[str, str | None]]:
+        """One directory of the walk, in walk order (name order): ``(path, None)`` for each wanted
+        file and ``(path, rel)`` for each subdirectory the walk descends into, ``rel`` being its
+        path relative to the root ending with ``/`` (``""`` when no pattern needs it). ``top`` is
+        listed when the first entry is asked for; with ``follow_symlinks``, ``seen`` holds the
+        directories met so far, so a symlink loop is walked once. A directory that cannot be read
+        is recorded in ``errors``."""
+        follow = self.follow_symlinks
         hidden, recursive, exclude = self.hidden, self.recursive, self.exclude
         accept_all = self._accept_all
         left_out = getattr(self, "_left_out", None)
-        # Relative paths are only built when a pattern needs them (one with a slash).
-        need_rel = any("/" in p for p in self.include + self.exclude)
-        # Depth first, in name order, descending into a directory when it is met, as `find`
-        # does: a stack of (iterator over a directory's sorted entries, its relative path).
-        stack = [(self._entries(top), rel_top if need_rel else "")]
-        while stack:
-            entries, rel_dir = stack[-1]
-            for entry in entries:
-                name = entry.name
-                if not hidden and name[0] == ".":
+        need_rel = self._need_rel
+        if not need_rel:
+            rel_dir = ""
+        for entry in self._entries(top):
+            name = entry.name
+            if not hidden and name[0] == ".":
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=follow)
+                is_file = not is_dir and entry.is_file(follow_symlinks=follow)
+            except OSError:
+                continue
+            rel = f"{rel_dir}{name}" if need_rel else name
+            if is_dir:
+                if not recursive or (exclude and _matches(exclude, name, rel)):
                     continue
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=follow)
-                    is_file = not is_dir and entry.is_file(follow_symlinks=follow)
-                except OSError:
+                if seen is not None:
+                    try:
+                        st = entry.stat()
+                    except OSError as exc:
+                        self._error(entry.path, exc)
+                        continue
+                    ident = (st.st_dev, st.st_ino)
+                    if ident in seen:  # a symlink loop, or a tree reached twice
+                        continue
+                    seen.add(ident)
+                yield entry.path, rel + "/" if need_rel else ""
+            elif is_file and (accept_all or self._wanted_file(entry.path, name, rel, entry)):
+                if left_out and entry.inode() in left_out and self._is_left_out(entry):
                     continue
-                rel = f"{rel_dir}{name}" if need_rel else name
-                if is_dir:
-                    if not recursive or (exclude and _matches(exclude, name, rel)):
-                        continue
-                    if follow:
-                        try:
-                            st = entry.stat()
-                        except OSError as exc:
-                            self._error(entry.path, exc)
-                            continue
-                        ident = (st.st_dev, st.st_ino)
-                        if ident in seen:  # a symlink loop, or a tree reached twice
-                            continue
-                        seen.add(ident)
-                    if on_dir is not None:
-                        on_dir(entry.path)
-                    stack.append((self._entries(entry.path), rel + "/" if need_rel else ""))
-                    break  # go down now; this directory's iterator resumes afterwards
-                if is_file and (accept_all or self._wanted_file(entry.path, name, rel, entry)):
-                    if left_out and entry.inode() in left_out and self._is_left_out(entry):
-                        continue
-                    yield entry.path
-            else:
-                stack.pop()
+                yield entry.path, None
 
     def _is_left_out(self, entry: os.DirEntry) -> bool:
         try:
@@ -223,8 +243,15 @@ class FileWalk:
 
     def _error(self, path: str, exc: OSError) -> None:
         message = exc.strerror or str(exc)
-        log.warning("cannot read %s: %s (skipped)", path, message)
+        if not self.quiet:
+            log.warning("cannot read %s: %s (skipped)", path, message)
         self.errors.append((path, message))
+
+    def note_errors(self, errors: list[tuple[str, str]]) -> None:
+        """Record directories that a walk run elsewhere (a worker) could not read: logged here, in order."""
+        for path, message in errors:
+            log.warning("cannot read %s: %s (skipped)", path, message)
+            self.errors.append((path, message))
 
     def _wanted_file(self, path: str, name: str, rel: str, entry: os.DirEntry | None) -> bool:
         if self.include != ("*",) and not _matches(self.include, name, rel):
