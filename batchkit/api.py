@@ -7,8 +7,10 @@ Both build a :class:`~batchkit.options.RunOptions` and go through the one run li
 from __future__ import annotations
 
 import sys
+from itertools import chain
 from typing import Any, Callable, Iterable, Iterator
 
+from .engine.chunk import ChunkOutcomes
 from .errors import BatchkitError
 from .jobs.lifecycle import Run, RunPlan, RunResult
 from .options import MaxFailures, RunOptions, cpu_count
@@ -109,21 +111,22 @@ class Outcomes:
     def __init__(self, run: Run) -> None:
         self._run = run
         self._chunks = run.chunks()
-        self._gen = self._outcomes()
+        self._gen = self._guarded()
+        # Chained in C: a `for` loop over imap runs no Python code per item but the Outcome's own.
+        self._it: Iterator[Outcome] = chain.from_iterable(map(ChunkOutcomes.outcomes, self._gen))
 
-    def _outcomes(self) -> Iterator[Outcome]:
+    def _guarded(self) -> Iterator[ChunkOutcomes]:
         try:
-            for chunk in self._chunks:
-                yield from chunk.outcomes()
+            yield from self._chunks
         except KeyboardInterrupt:
             hint_resume(self._run.result)
             raise
 
-    def __iter__(self) -> Outcomes:
-        return self
+    def __iter__(self) -> Iterator[Outcome]:
+        return self._it
 
     def __next__(self) -> Outcome:
-        return next(self._gen)
+        return next(self._it)
 
     def __enter__(self) -> Outcomes:
         return self
