@@ -141,3 +141,44 @@ def test_failure_of_an_undecodable_file_name_keeps_its_error(tmp_path):
         (item,) = j.items(report.run_id, failed_only=True)
     assert item["key"] == key and item["error_type"] == "FileNotFoundError"
     assert "bad\\udcff.dat" in item["message"]  # the message is text: the odd byte is escaped
+
+
+PLAIN = st.one_of(st.text(max_size=40), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                  st.booleans(), st.none())
+
+
+@settings(max_examples=300)
+@given(st.lists(PLAIN, max_size=20))
+def test_summaries_of_plain_literals_are_their_exact_values(values):
+    from batchkit.state.rowpack import exact_in_summaries, literal, summaries
+
+    texts = summaries(values, {})
+    assert exact_in_summaries(values, texts, {})  # short plain literals: stored once, in the rows
+    back = [literal(t) for t in texts]
+    assert back == values and [type(v) for v in back] == [type(v) for v in values]
+
+
+def test_values_whose_summary_is_not_exact_keep_their_pickle():
+    from batchkit.state.rowpack import exact_in_summaries, summaries
+
+    for values in (["x" * 300], [float("nan")], [10 ** 700], [b"bytes"], [("a", 1)], [bk.Retry()]):
+        try:
+            texts = summaries(values, {})
+        except ValueError:  # repr of a huge int
+            texts = ["<int>"]
+        assert not exact_in_summaries(values, texts, {})
+    # a failed item's missing value does not count
+    assert exact_in_summaries(["a", None], ["'a'", None], {1: "error"})
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(TEXT, st.text(max_size=40), st.floats(0, 10)), min_size=1, max_size=20))
+def test_plain_strings_pack_exactly_as_their_summaries_would(rows):
+    from batchkit.state.rowpack import pack_strings, summaries
+
+    keys, values, durations = (list(x) for x in zip(*rows))
+    fast = pack_strings(keys, values, durations)
+    general = pack(keys, summaries(values, {}), durations)
+    assert fast is None or fast == general
+    if all(v.isascii() and v.isprintable() and not set(v) & set("'\"\\") for v in values + keys):
+        assert fast == general  # the common case takes the fast path

@@ -35,7 +35,7 @@ from ..errors import JournalError, UsageError
 from ..outcome import ItemError
 from ..secrets import redact
 from .keys import item_key
-from .rowpack import VIEW, pack, row_keys, unpack
+from .rowpack import IN_ROWS, VIEW, literal, pack, row_keys, unpack
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -351,7 +351,7 @@ class Journal:
             keys, indices, values, attempts, durations = zip(*kept)
             n_failed = sum(v is None for v in values)
             data = self.db.execute("SELECT data FROM chunks WHERE id=?", (chunk_id,)).fetchone()[0]
-            if data is not None:
+            if data is not None and data != IN_ROWS:
                 old = pickle.loads(data)
                 data = pickle.dumps([old[p] for p in keep], protocol=pickle.HIGHEST_PROTOCOL)
             self.db.execute("UPDATE chunks SET rows=?, n=?, failed=?, first_idx=NULL, data=?, lost=NULL WHERE id=?",
@@ -453,7 +453,8 @@ class Journal:
                 "WHERE run_id=?" + (" AND failed > 0" if failed_only else ""), (run_id,)).fetchall()
         none = (None,) * 5
         for first_idx, finished, text, data, lost_text in chunks:
-            values = pickle.loads(data) if data is not None else None
+            in_rows = data == IN_ROWS  # the summaries are the exact values (see rowpack)
+            values = pickle.loads(data) if data is not None and not in_rows else None
             lost = set(json.loads(lost_text)) if lost_text else set()
             for pos, (key, idx, value, attempts, duration) in enumerate(unpack(text, first_idx)):
                 ok = value is not None
@@ -465,7 +466,8 @@ class Journal:
                        "error_type": error_type, "error_kind": error_kind, "message": message,
                        "traceback": traceback, "step": step}
                 if exact:
-                    row["exact"] = (values[pos] if values is not None and ok and pos not in lost else MISSING)
+                    row["exact"] = (literal(value) if in_rows and ok else
+                                    values[pos] if values is not None and ok and pos not in lost else MISSING)
                 yield row
 
     def earlier(self, run_id: int, keys: set[str] | None = None) -> dict[str, tuple]:

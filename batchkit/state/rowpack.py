@@ -8,11 +8,18 @@ unfolds them with ``json_each``: one row per item for whoever queries the journa
 Each row is ``[key, value, duration_µs]``, or ``[key, value, duration_µs, idx, attempts]`` when
 the chunk's input positions are not consecutive or an item was retried. ``value`` is the
 value's summary (its ``repr``), or ``null`` for a failed item.
+
+When every value of a chunk is a plain literal (text, a whole number, a finite float, a bool or
+``None``) whose ``repr`` fits in the summary, the summaries *are* the exact values: the chunk's
+exact values are then not pickled a second time (``chunks.data`` holds :data:`IN_ROWS`) and are
+read back from the rows with :func:`literal`.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import math
 from itertools import chain, repeat
 from typing import Any, Iterator, Sequence
 
@@ -46,14 +53,37 @@ def _pack_plain(keys: Sequence[str], values: Sequence[str | None], durations: Se
     # The common case, built by one C-level %-format of the whole chunk (a fifth of json.dumps'
     # cost): every key and value is ASCII text that needs no escaping. Anything else: None.
     try:
-        text = "".join(keys) + "".join(values)  # type: ignore[arg-type]  # TypeError: a None or a non-str
+        text = "".join(chain(keys, values))  # type: ignore[arg-type]  # TypeError: a None or a non-str
     except TypeError:
         return None
     if not text.isascii() or b"\0" in text.encode("ascii").translate(_UNSAFE):
         return None
-    # %d of a float truncates it: the duration in whole microseconds.
-    fields = tuple(chain.from_iterable(zip(keys, values, map((1e6).__mul__, durations))))
-    return "[" + (('["%s","%s",%d],' * len(keys)) % fields)[:-1] + "]"
+    # The format's fields interleaved by slice assignment (C-level copies); %d of a float
+    # truncates it: the duration in whole microseconds.
+    n = len(keys)
+    fields: list = [None] * (3 * n)
+    fields[0::3] = keys
+    fields[1::3] = values
+    fields[2::3] = list(map((1e6).__mul__, durations))
+    return "[" + (('["%s","%s",%d],' * n) % tuple(fields))[:-1] + "]"
+
+
+def pack_strings(keys: Sequence[str], values: Sequence[Any], durations: Sequence[float]) -> str | None:
+    """:func:`pack` of a chunk whose values are all short plain strings (ASCII, no quote,
+    backslash or control character): their summaries, ``'value'``, are written without building
+    them. ``None`` when the values are anything else (then :func:`summaries` and :func:`pack`)."""
+    if set(map(type, values)) != {str} or max(map(len, values)) > VALUE_SUMMARY - 3:
+        return None
+    text = "".join(chain(keys, values))
+    if (not text.isascii() or b"\0" in text.encode("ascii").translate(_UNSAFE) or "\x7f" in text
+            or "'" in "".join(values)):
+        return None  # repr() would escape or re-quote something
+    n = len(keys)
+    fields: list = [None] * (3 * n)
+    fields[0::3] = keys
+    fields[1::3] = values
+    fields[2::3] = list(map((1e6).__mul__, durations))
+    return "[" + (('["%s","\'%s\'",%d],' * n) % tuple(fields))[:-1] + "]"
 
 
 def summaries(values: Sequence[Any], errors: dict[int, Any]) -> list[str | None]:
@@ -68,6 +98,32 @@ def summaries(values: Sequence[Any], errors: dict[int, Any]) -> list[str | None]
     for pos in errors:
         texts[pos] = None
     return texts
+
+
+IN_ROWS = b"=rows"  # chunks.data: "the summaries in the rows are the exact values"
+_LITERAL = frozenset((str, int, bool, float, type(None)))
+_BIG = 1 << 600  # ints below this have a repr well under VALUE_SUMMARY characters
+
+
+def exact_in_summaries(values: Sequence[Any], texts: Sequence[str | None], errors: dict[int, Any]) -> bool:
+    """Whether the summaries of a chunk's successful values give each value back exactly
+    (see :func:`literal`): plain literals, none cut short."""
+    kinds = set(map(type, values))
+    if not kinds <= _LITERAL:
+        return False
+    ok = [v for p, v in enumerate(values) if p not in errors] if errors else values
+    if float in kinds and not all(math.isfinite(v) for v in ok if type(v) is float):
+        return False
+    if int in kinds and not all(-_BIG < v < _BIG for v in ok if type(v) is int):
+        return False  # a huge int's repr may fail or be cut: it keeps its pickle
+    return max(map(len, filter(None, texts)), default=0) < VALUE_SUMMARY - 3
+
+
+def literal(text: str) -> Any:
+    """The value whose summary is ``text``, for chunks stored with :data:`IN_ROWS`."""
+    if text[0] == "'" and "\\" not in text:
+        return text[1:-1]  # the common case: a plain string
+    return ast.literal_eval(text)
 
 
 def _summary(value: Any) -> str:
@@ -105,4 +161,5 @@ SELECT c.run_id,
 FROM chunks c, json_each(c.rows) r;
 """
 
-__all__ = ["VALUE_SUMMARY", "VIEW", "pack", "row_keys", "summaries", "unpack"]
+__all__ = ["IN_ROWS", "VALUE_SUMMARY", "VIEW", "exact_in_summaries", "literal", "pack", "pack_strings", "row_keys",
+           "summaries", "unpack"]
