@@ -6,9 +6,11 @@ the outcomes earlier attempts recorded (rebuilt from the journal with their exac
 
 from __future__ import annotations
 
+import gc
 import heapq
 import html
 import os
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,7 @@ class Report:
             raise BatchkitError("this report (from bk.imap) has counts and failures only: the outcomes "
                                 "were streamed to you")
         if self._outcomes is None:
-            mine = [o for c in self._chunks for o in c.outcomes()]
+            mine = _build(chain.from_iterable(c.outcomes() for c in self._chunks))
             if self._earlier:
                 if self._chunks and any(c.indices is not None for c in self._chunks):
                     mine.sort(key=lambda o: o.index)
@@ -210,6 +212,20 @@ class Report:
             return compact_html(from_report(self, items=False))
         except Exception as exc:  # noqa: BLE001 - a chart must never hide the report's table
             return f"<p><i>(no chart: {html.escape(type(exc).__name__)}: {html.escape(str(exc))})</i></p>"
+
+
+def _build(outcomes: Any) -> list[Outcome]:
+    """``list(outcomes)`` with the cyclic garbage collector paused: every new Outcome is a tracked
+    object, and collections triggered while a million are made (each one walking those made so
+    far) cost more than making them (100k outcomes: 80 ms with the collector on, 35 ms off)."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return list(outcomes)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _short(item: Any, width: int = 80) -> str:

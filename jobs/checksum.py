@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from itertools import repeat
 from pathlib import Path
 
 import batchkit as bk
@@ -116,8 +117,9 @@ def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None 
     """
     if verify is not None:
         return None
-    data = b"".join(manifest_line(str(o.item), o.value) for o in outcomes if o.ok)
-    lines = sum(1 for o in outcomes if o.ok)
+    ok = [o for o in outcomes if o.ok]
+    data = manifest_text([str(o.item) for o in ok], [o.value for o in ok])
+    lines = len(ok)
     if manifest is None:
         write_stdout(data)  # whole, or a closed pipe (| head) stops the run like SIGPIPE: resumable
         return None
@@ -127,6 +129,21 @@ def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None 
         raise bk.BackendError(f"cannot write --manifest {manifest}: {exc.strerror or exc}"
                               + (f" ({exc.filename})" if exc.filename else "")) from None
     return f"manifest of {lines:,} files written to {os.path.abspath(manifest)}"
+
+
+def manifest_text(paths: list[str], digests: list[str]) -> bytes:
+    """The manifest's lines for ``paths`` and their ``digests``, as :func:`manifest_line` writes
+    them; names that need no escaping (the common case) are formatted in one go."""
+    joined = "".join(paths)
+    if "\\" in joined or "\n" in joined or "\r" in joined:
+        return b"".join(map(manifest_line, paths, digests))
+    n = len(paths)
+    pieces: list = [None] * (4 * n)  # digest, "  ", path, newline: one join (C-level copies)
+    pieces[0::4] = digests
+    pieces[1::4] = repeat("  ", n)
+    pieces[2::4] = paths
+    pieces[3::4] = repeat("\n", n)
+    return os.fsencode("".join(pieces))
 
 
 def manifest_line(path: str, digest: str) -> bytes:

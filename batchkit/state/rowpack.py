@@ -50,7 +50,7 @@ def pack(keys: Sequence[str], values: Sequence[str | None], durations: Sequence[
 
 
 def _pack_plain(keys: Sequence[str], values: Sequence[str | None], durations: Sequence[float]) -> str | None:
-    # The common case, built by one C-level %-format of the whole chunk (a fifth of json.dumps'
+    # The common case, built by joining the pieces of the whole chunk (a sixth of json.dumps'
     # cost): every key and value is ASCII text that needs no escaping. Anything else: None.
     try:
         text = "".join(chain(keys, values))  # type: ignore[arg-type]  # TypeError: a None or a non-str
@@ -58,14 +58,7 @@ def _pack_plain(keys: Sequence[str], values: Sequence[str | None], durations: Se
         return None
     if not text.isascii() or b"\0" in text.encode("ascii").translate(_UNSAFE):
         return None
-    # The format's fields interleaved by slice assignment (C-level copies); %d of a float
-    # truncates it: the duration in whole microseconds.
-    n = len(keys)
-    fields: list = [None] * (3 * n)
-    fields[0::3] = keys
-    fields[1::3] = values
-    fields[2::3] = list(map((1e6).__mul__, durations))
-    return "[" + (('["%s","%s",%d],' * n) % tuple(fields))[:-1] + "]"
+    return _rows(keys, values, durations, '","', '",')
 
 
 def pack_strings(keys: Sequence[str], values: Sequence[Any], durations: Sequence[float]) -> str | None:
@@ -78,12 +71,24 @@ def pack_strings(keys: Sequence[str], values: Sequence[Any], durations: Sequence
     if (not text.isascii() or b"\0" in text.encode("ascii").translate(_UNSAFE) or "\x7f" in text
             or "'" in "".join(values)):
         return None  # repr() would escape or re-quote something
+    return _rows(keys, values, durations, '","\'', '\'",')
+
+
+def _rows(keys: Sequence[str], values: Sequence[Any], durations: Sequence[float], open_value: str,
+          close_value: str) -> str:
+    # ["key","value",µs] rows of text that needs no escaping: one join of the pieces, interleaved
+    # by slice assignments (C-level copies; a fifth cheaper than one %-format of the chunk).
     n = len(keys)
-    fields: list = [None] * (3 * n)
-    fields[0::3] = keys
-    fields[1::3] = values
-    fields[2::3] = list(map((1e6).__mul__, durations))
-    return "[" + (('["%s","\'%s\'",%d],' * n) % tuple(fields))[:-1] + "]"
+    if not n:
+        return "[]"
+    pieces: list = [None] * (6 * n)
+    pieces[0::6] = keys
+    pieces[1::6] = repeat(open_value, n)
+    pieces[2::6] = values
+    pieces[3::6] = repeat(close_value, n)
+    pieces[4::6] = map(str, map(int, map((1e6).__mul__, durations)))  # whole microseconds
+    pieces[5::6] = repeat('],["', n)
+    return '[["' + "".join(pieces)[:-3] + "]"
 
 
 def summaries(values: Sequence[Any], errors: dict[int, Any]) -> list[str | None]:
