@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import html
 import os
 from itertools import chain
 from pathlib import Path
@@ -180,6 +179,8 @@ class Report:
         return Path(path)
 
     def _repr_html_(self) -> str:
+        import html
+
         esc = html.escape
         rows = [("succeeded", self.succeeded), ("failed", self.failed),
                 ("skipped (finished earlier)", self.skipped),
@@ -211,6 +212,8 @@ class Report:
 
             return compact_html(from_report(self, items=False))
         except Exception as exc:  # noqa: BLE001 - a chart must never hide the report's table
+            import html
+
             return f"<p><i>(no chart: {html.escape(type(exc).__name__)}: {html.escape(str(exc))})</i></p>"
 
 

@@ -62,3 +62,13 @@ def test_one_fast_first_item_cannot_make_a_huge_chunk():
     chunker = Chunker("auto", workers=2, total=None)
     chunker.observe(1, 1e-7)
     assert chunker.next_size() <= GROWTH
+
+
+def test_a_small_input_of_fast_items_is_not_cut_below_a_round_trips_worth():
+    chunker = Chunker("auto", workers=2, total=10)
+    assert chunker.next_size() == 1
+    chunker.observe(1, 2e-6)  # the first item came back: two microseconds
+    assert chunker.next_size() >= 10  # the rest in one chunk, not one item per task
+    slow = Chunker("auto", workers=2, total=10)
+    slow.observe(1, 0.5)  # half a second per item: one per chunk keeps both workers busy
+    assert slow.next_size() == 1

@@ -28,16 +28,23 @@ def quiet_copy(walk: FileWalk) -> FileWalk:
     return spec
 
 
+# Directories one unit may list even when its budget of files is smaller: a first unit (budget
+# one file) still reaches the files below the root in one round trip.
+MIN_DIRS = 16
+
+
 def gather(walk: FileWalk, segments: list[Segment], budget: int
            ) -> tuple[list[str], list[Segment], list[tuple[str, str]], int]:
     """Carry out ``segments`` in order until ``budget`` files are found (or ``budget`` directories
-    listed). Returns the files' paths, the segments left (in order), the directories that could
-    not be read ``(path, message)``, and how many directories were listed."""
+    listed, at least :data:`MIN_DIRS`). Returns the files' paths, the segments left (in order),
+    the directories that could not be read ``(path, message)``, and how many directories were
+    listed."""
     walk.errors = []
+    max_dirs = max(budget, MIN_DIRS)
     todo = segments[::-1]  # a stack: the next segment last
     paths: list[str] = []
     dirs = 0
-    while todo and len(paths) < budget and dirs < budget:
+    while todo and len(paths) < budget and dirs < max_dirs:
         seg = todo.pop()
         if seg[0] == "f":
             files: Any = seg[1]

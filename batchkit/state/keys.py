@@ -13,7 +13,6 @@ Two more rules make resume exact:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -36,7 +35,20 @@ def item_key(item: Any) -> str:
         return os.fspath(item)  # type: ignore[return-value]
     if isinstance(item, str) and len(item) <= TEXT_KEY_MAX:
         return item
-    return "b2:" + hashlib.blake2b(canonical_pickle(item), digest_size=16).hexdigest()
+    return "b2:" + _blake2b()(canonical_pickle(item), digest_size=16).hexdigest()
+
+
+def _blake2b():
+    # hashlib loads OpenSSL (~2.5 ms): only runs whose items need a digest pay for it.
+    global _blake2b_fn
+    if _blake2b_fn is None:
+        import hashlib
+
+        _blake2b_fn = hashlib.blake2b
+    return _blake2b_fn
+
+
+_blake2b_fn = None
 
 
 class _Canonical(pickle.Pickler):
@@ -129,7 +141,7 @@ def stored_key(key: str) -> str:
 
     if not contains_secret(key):
         return key
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
+    digest = _blake2b()(key.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
     return f"{redact_text(key)} #{digest}"
 
 
