@@ -102,3 +102,17 @@ def test_a_forked_pool_stays_warm_between_runs_and_is_retired_when_idle(tmp_path
     assert got["first"] == got["again"]  # the second run reused the warm pool's workers
     assert set(got["again"]) <= set(got["warm"])  # still running after the run ended
     assert got["left"] == [] and got["idle"] == 0  # retired once idle for IDLE_TIMEOUT
+
+
+def test_warm_workers_follow_the_parents_current_directory(tmp_path):
+    got = _run(tmp_path, """
+        os.makedirs("a", exist_ok=True); os.makedirs("b", exist_ok=True)
+        open("a/f.txt", "w").write("in a"); open("b/f.txt", "w").write("in b, longer")
+        read = lambda p: open(p).read()
+        os.chdir("a")
+        first = bk.run(read, ["f.txt"], workers=2, progress=False).values()
+        os.chdir("../b")  # the pool stays warm from the first run
+        second = bk.run(read, ["f.txt"], workers=2, progress=False).values()
+        print(json.dumps([first, second]))
+    """)
+    assert got == [["in a"], ["in b, longer"]]

@@ -63,8 +63,9 @@ class Chunker:
         if MIN_DURATION <= duration_now <= MAX_DURATION:
             return
         ideal = int(TARGET / self._per_item)
-        cap = max(self.cap, min(SMALL, int(MIN_CHUNK / self._per_item))) if self._balance else self.cap
-        self.size = max(1, min(ideal, self.size * GROWTH, cap))
+        if self._balance:
+            self.cap = max(self.cap, min(SMALL, int(MIN_CHUNK / self._per_item)))
+        self.size = max(1, min(ideal, self.size * GROWTH, self.cap))
 
     def next_size(self) -> int:
         """How many items to put in the next chunk."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import math
+import os
 import time
 import uuid
 import weakref
@@ -201,6 +202,7 @@ class Engine:
 
     def _task_maker(self, backend: Any, beacon: Beacon | None, stop_flag: list) -> Callable[[Slice], Task]:
         in_process = backend.runs_in_process
+        local = backend.killable_workers  # worker processes on this machine: they follow our directory
         init = None
         if self.options.initializer is not None:
             init = (uuid.uuid4().hex, self.options.initializer, self.options.initargs)
@@ -211,7 +213,7 @@ class Engine:
             where = (beacon.path, sub.slot) if beacon is not None and sub.slot is not None else None
             # `stop` only reaches in-memory workers; pickling drops it (see Task).
             return Task(self.fn, items, self.retry, self.timeout, where, stop_flag if in_process else None,
-                        sub.check_values, init, sub.chunk.walk)
+                        sub.check_values, init, sub.chunk.walk, os.getcwd() if local else None)
         return make
 
     def _close(self, backend: Any, owned: bool, kill: bool, progress: Any, beacon: Beacon | None) -> None:

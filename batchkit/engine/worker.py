@@ -45,7 +45,7 @@ class Task:
     arguments element by element looking for futures, which is slow for a big chunk.
     """
 
-    __slots__ = ("fn", "items", "retry", "timeout", "beacon", "stop", "check_values", "init", "walk")
+    __slots__ = ("fn", "items", "retry", "timeout", "beacon", "stop", "check_values", "init", "walk", "cwd")
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class Task:
         check_values: bool = False,
         init: tuple[str, Callable[..., Any], tuple] | None = None,
         walk: tuple | None = None,
+        cwd: str | None = None,
     ) -> None:
         self.fn = fn
         self.items = items
@@ -74,14 +75,17 @@ class Task:
         self.init = init
         # (walk, segments, budget): the worker finds its items by walking (engine.walkfeed).
         self.walk = walk
+        # Local worker processes work in the parent's current directory, also when the parent
+        # changed it after a warm pool started (relative paths then mean the same to both).
+        self.cwd = cwd
 
     def __getstate__(self) -> tuple:
         return (self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values, self.init,
-                self.walk)
+                self.walk, self.cwd)
 
     def __setstate__(self, state: tuple) -> None:
         (self.fn, self.items, self.retry, self.timeout, self.beacon, self.check_values, self.init,
-         self.walk) = state
+         self.walk, self.cwd) = state
         self.stop = None
 
 
@@ -177,6 +181,14 @@ def _run_walk(task: Task) -> WalkResult:
     return WalkResult(result, paths, rest, errors, dirs)
 
 
+def _follow(cwd: str) -> None:
+    try:
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
+    except OSError:
+        pass  # gone or unreadable: relative paths fail as they would in the parent
+
+
 def _capture(exc: BaseException) -> ItemError:
     step = getattr(exc, "__batchkit_step__", None)
     cause = exc.__cause__ if step is not None and exc.__cause__ is not None else exc
@@ -185,6 +197,8 @@ def _capture(exc: BaseException) -> ItemError:
 
 def run_chunk(task: Task) -> ChunkResult:
     """Run ``task.fn`` on every item of ``task.items``; never raises for an item's error."""
+    if task.cwd is not None:
+        _follow(task.cwd)
     if task.walk is not None:
         return _run_walk(task)
     if task.init is not None:
