@@ -34,6 +34,11 @@ from .chunk import ChunkOutcomes
 from .chunking import Chunker
 from .sequencer import _LAST, WalkOrder
 
+# The most files one unit may run. The walk's total is unknown, so a unit is also what one worker
+# may be left finishing alone at the end of the run: 100k small files ran 5 % faster with units
+# of 4-8k files than of 20k (the chunker's cap for inputs of unknown length).
+UNIT_FILES = 5000
+
 
 def walks_in_workers(items: Any, backend: Any, *, timeout: float | None, key: Any, skip: Any) -> bool:
     """Whether ``items`` can be walked by the workers of ``backend`` (see the module's docstring)."""
@@ -81,7 +86,7 @@ class WalkFeed:
         """The next unit (a chunk whose files its worker finds), or ``None`` when none is ready."""
         if not self._ready:
             return None
-        size = self.chunker.next_size()
+        size = min(self.chunker.next_size(), UNIT_FILES)
         key, seg = heapq.heappop(self._ready)
         if seg[0] == "f" and len(seg[1]) > size:
             # Files already listed, more than a unit's budget: cut them into pieces in order.
