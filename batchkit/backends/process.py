@@ -85,10 +85,10 @@ class ProcessBackend(Backend):
 # uses it (joblib.Parallel breaks when it finds an executor it did not configure), and two runs
 # must never share one (one's kill would break the other's calls).
 _lock = threading.Lock()
-# Warm pools not used by any run, by worker count and the directory their workers started in (at
-# most one kept): workers keep the working directory they were started with, so a run after an
-# os.chdir (a notebook, a test) gets fresh workers that resolve relative paths as the caller does.
-_idle: dict[tuple[int, str], Any] = {}
+# Warm pools not used by any run, by worker count (at most one kept). Their workers follow the
+# caller's working directory task by task (engine.worker.Task.cwd), so a pool stays warm across an
+# os.chdir (a notebook, a test) and relative paths still mean what they mean to the caller.
+_idle: dict[int, Any] = {}
 _busy: set = set()
 _timers: dict[Any, threading.Timer] = {}  # retire idle forked pools (loky's own idle timeout is off for them)
 
@@ -129,23 +129,14 @@ def _new_pool(workers: int) -> Any:
             resource_tracker.ensure_running()
             executor = ProcessPoolExecutor(max_workers=workers, timeout=IDLE_TIMEOUT,
                                            initializer=ignore_stop_signals)
-    executor._batchkit_cwd = _cwd()
     with _lock:
         _busy.add(executor)
     return executor
 
 
-def _cwd() -> str:
-    try:
-        return os.getcwd()
-    except OSError:  # the directory was removed: no warm pool matches
-        return ""
-
-
 def _acquire(workers: int) -> Any:
     with _lock:
-        key = (workers, _cwd())
-        executor = _idle.pop(key, None)
+        executor = _idle.pop(workers, None)
         timer = _timers.pop(executor, None) if executor is not None else None
         if executor is not None:
             _busy.add(executor)
@@ -162,7 +153,7 @@ def _release(executor: Any, kill: bool) -> None:
         if not kill and not getattr(executor, "_broken", False):
             stale = [e for e in list(_idle.values()) if e is not executor]
             _idle.clear()
-            _idle[(executor._max_workers, getattr(executor, "_batchkit_cwd", ""))] = executor
+            _idle[executor._max_workers] = executor
             if getattr(executor, "_batchkit_forked", False):
                 timer = _timers[executor] = threading.Timer(IDLE_TIMEOUT, _retire, (executor,))
                 timer.daemon = True
@@ -178,11 +169,10 @@ def _release(executor: Any, kill: bool) -> None:
 
 def _retire(executor: Any) -> None:
     """A forked pool idle for ``IDLE_TIMEOUT`` seconds: stop it (loky's workers would exit on their own)."""
-    key = (executor._max_workers, getattr(executor, "_batchkit_cwd", ""))
     with _lock:
-        if _idle.get(key) is not executor:
+        if _idle.get(executor._max_workers) is not executor:
             return  # taken by a run meanwhile
-        del _idle[key]
+        del _idle[executor._max_workers]
         _timers.pop(executor, None)
     executor.shutdown(wait=False)
 
