@@ -138,7 +138,10 @@ def test_a_read_only_home_still_shows_history_and_runs_without_a_journal(tmpfs, 
 
 
 KILLED_RUN = textwrap.dedent("""
-    import time, batchkit as bk
+    import threading, time, batchkit as bk
+    # Another thread: the workers start loky's way (named semaphores); a single-threaded process
+    # forks them, and a forked pool's semaphores are unlinked at once (nothing left to sweep).
+    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
     bk.run(time.sleep, [0.05] * 2000, backend="process", workers=2, chunk_size=5, progress=False)
 """)
 

@@ -162,8 +162,6 @@ def test_a_value_that_fails_to_unpickle_in_the_parent_fails_only_its_item(worker
     assert [o.value for o in report.outcomes if o.ok] == [x for x in range(16) if x != 3]
 
 
-@pytest.mark.xfail(strict=True, reason="backends/process.py _translate reads loky's 'result has failed to "
-                   "un-serialize' as the task failing to serialize and drops the remote error (left to its owner)")
 def test_a_value_that_fails_to_unpickle_in_the_parent_says_why():
     fn = functools.partial(value_the_parent_cannot_unpickle, parent=os.getpid())
     (bad,) = bk.run(fn, range(4), backend="process", workers=2, chunk_size=4, progress=False).failures

@@ -62,7 +62,8 @@ def nap(x):
 seen = 0
 for outcome in bk.imap(nap, range(40), backend="process", chunk_size=1, progress=False):
     if outcome.index == 20:  # mid-run: the pool is up
-        seen = sum("popen_loky" in " ".join(p.cmdline()) for p in psutil.Process().children(recursive=True))
+        # the worker processes, forked or started by loky (not loky's resource tracker)
+        seen = sum("resource_tracker" not in " ".join(p.cmdline()) for p in psutil.Process().children())
 print(seen)
 '''
 

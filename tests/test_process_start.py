@@ -116,3 +116,30 @@ def test_warm_workers_follow_the_parents_current_directory(tmp_path):
         print(json.dumps([first, second]))
     """)
     assert got == [["in a"], ["in b, longer"]]
+
+
+def test_a_forked_pool_killed_with_9_leaves_no_named_semaphore(tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        import pytest
+
+        pytest.skip("no /dev/shm")
+    script = tmp_path / "killed.py"
+    script.write_text(HEADER + textwrap.dedent("""
+        b = bk.ProcessBackend(2)
+        bk.run(time.sleep, [0.05] * 2000, backend=b, chunk_size=5, progress=False)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], env=python_env(), start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not any(n.startswith(f"batchkit-beacon-{proc.pid}-") for n in os.listdir(shm)):
+        assert time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not [n for n in os.listdir(shm) if n.startswith(f"sem.loky-{proc.pid}-")]

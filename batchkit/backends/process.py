@@ -221,6 +221,10 @@ def _translate(exc: BaseException) -> BaseException:
         return WorkerCrashed(_describe_exit(code), code)
     if isinstance(exc, BrokenProcessPool):
         cause = exc.__cause__
+        if "result has failed to un-serialize" in str(exc):
+            # A value came back but cannot be rebuilt in this process: say why, in one line (the
+            # engine then finds the item whose value it is).
+            return UsageError(f"a value could not be unpickled in this process: {_last_line(cause) or exc}")
         if "un-serialize" in str(exc) or "serializ" in str(cause):
             return UsageError(
                 f"could not send the function or items to the worker processes: {cause or exc}; "
@@ -232,6 +236,12 @@ def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, (RuntimeError, OSError)) and "shutdown" not in str(exc):
         return BackendError(f"process backend failed: {exc}")
     return exc
+
+
+def _last_line(exc: BaseException | None) -> str:
+    """The last line of a (remote) traceback's text: the error itself."""
+    lines = [line.strip() for line in str(exc or "").splitlines() if line.strip().strip('"')]
+    return lines[-1] if lines else ""
 
 
 def _describe_exit(code: int | None) -> str:
