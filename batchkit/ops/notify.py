@@ -19,7 +19,6 @@ import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UsageError
@@ -55,6 +54,10 @@ def send(url: str, body: bytes | None = None, content_type: str = "text/plain; c
 
     Raises ``OSError`` (``urllib.error.URLError``, ``TimeoutError``) or ``HTTPError`` on failure.
     """
+    # Imported here: urllib.request pulls in http.client, email and ssl (≈ 12 ms), which a run
+    # that pings nothing (most short CLI runs) should not pay for.
+    import urllib.request
+
     parts = urllib.parse.urlsplit(url)
     auth = None
     if parts.username is not None or parts.password is not None:
