@@ -14,16 +14,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from itertools import repeat
+from itertools import islice, repeat
 from pathlib import Path
+from typing import Iterator
 
 import batchkit as bk
-from batchkit.atomic import write_atomic
+from batchkit.atomic import atomic_writer
 from batchkit.jobs.sinks import write_stdout
 
 # shake_* need a length, so they cannot write a coreutils-style manifest.
 ALGORITHMS = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
 BLOCK = 1 << 20
+PIECE = 50_000  # manifest lines built and written at a time
 
 
 class ChecksumMismatch(Exception):
@@ -117,18 +119,30 @@ def _write_manifest(outcomes, manifest: Path | None = None, verify: Path | None 
     """
     if verify is not None:
         return None
-    ok = [o for o in outcomes if o.ok]
-    data = manifest_text([str(o.item) for o in ok], [o.value for o in ok])
-    lines = len(ok)
     if manifest is None:
-        write_stdout(data)  # whole, or a closed pipe (| head) stops the run like SIGPIPE: resumable
+        for piece, _ in manifest_pieces(outcomes):
+            write_stdout(piece)  # whole, or a closed pipe (| head) stops the run like SIGPIPE: resumable
         return None
+    lines = 0
     try:
-        write_atomic(manifest, data)
+        with atomic_writer(manifest) as f:
+            for piece, n in manifest_pieces(outcomes):
+                f.write(piece)
+                lines += n
     except OSError as exc:
         raise bk.BackendError(f"cannot write --manifest {manifest}: {exc.strerror or exc}"
                               + (f" ({exc.filename})" if exc.filename else "")) from None
     return f"manifest of {lines:,} files written to {os.path.abspath(manifest)}"
+
+
+def manifest_pieces(outcomes, lines: int = PIECE) -> Iterator[tuple[bytes, int]]:
+    """The manifest of ``outcomes``' successful items, a piece of up to ``lines`` lines at a time
+    (and how many lines each piece holds): memory stays flat however many files there are."""
+    it = iter(outcomes)
+    while taken := list(islice(it, lines)):
+        ok = [o for o in taken if o.ok]
+        if ok:
+            yield manifest_text([str(o.item) for o in ok], [o.value for o in ok]), len(ok)
 
 
 def manifest_text(paths: list[str], digests: list[str]) -> bytes:

@@ -178,8 +178,8 @@ def run_job(bound: BoundJob, opts: dict, ops_kwargs: dict, argv: list[str], *,
     # --retries N (even 0) overrides the job's own retry policy; without it the job's applies.
     engine_options = {"retry": retry} if opts.get("retries") is not None else {}
     operations = Operations(job.name, **ops_kwargs)
-    plan = bound.plan(
-        items, keep_outcomes=job.has_finish, source_args=source_args or {}, lock=lock,
+    plan = bound.plan(  # no outcomes kept in memory: a finishing step reads them from a spool on disk
+        items, keep_outcomes=False, source_args=source_args or {}, lock=lock,
         wait_lock=opts.get("wait_lock") or 0.0, output=output, retry_failed=bool(retry_failed), command=argv,
         # stdout reserved for --json or --output -: what items print goes to stderr. (A job that
         # writes its own data to stdout owns it: nothing is redirected.)

@@ -34,6 +34,7 @@ from ..report import Report
 from ..retry import unknown_retry_names
 from ..secrets import redact, redact_argv
 from .sinks import OutputSink, Sink
+from .spool import OutcomeSpool
 
 KEPT_FAILURES = 20  # failures kept for the summary (the journal has all of them)
 
@@ -45,7 +46,8 @@ class RunPlan:
     ``name`` and ``args`` are the run's identity (journal, resume, lock). ``job`` is the bound
     job whose set-up, finish and tear-down run around the engine (``None`` for a plain
     function). ``keep_outcomes``: build every :class:`Outcome` for the report (the Python API
-    always does; the command line only for a job with a finishing step).
+    always does). Without it, a job's finishing step still gets every outcome, from a spool on
+    disk (:mod:`batchkit.jobs.spool`: the command line's memory stays flat).
     """
 
     fn: Callable[[Any], Any]
@@ -99,6 +101,7 @@ class Run:
         self._lock: Any = None
         self._output: OutputSink | None = None
         self._chunks: list[ChunkOutcomes] = []
+        self._spool: OutcomeSpool | None = None
         self._failures: list[tuple[int, Any, ItemError]] = []
         self._counts = [0, 0]  # succeeded, failed: delivered to every sink
         self._setup_done = False
@@ -178,7 +181,10 @@ class Run:
         journal = plan.options.journal
         # Exact values are kept when this run's report needs them, or a later resume from Python
         # would (bk.imap streams its outcomes, but a bk.run resuming it must not redo them).
-        needs_values = plan.keep_outcomes if plan.store_values is None else plan.store_values
+        if not plan.keep_outcomes and plan.job is not None and plan.job.job.has_finish:
+            self._spool = OutcomeSpool()  # the finishing step's outcomes, kept on disk
+        keep = plan.keep_outcomes or self._spool is not None
+        needs_values = keep if plan.store_values is None else plan.store_values
         if journal:
             self._open_journal(journal, needs_values)
         if plan.output is not None:
@@ -196,7 +202,7 @@ class Run:
         rec = self.record
         skip = rec.is_done if rec is not None and rec.done else None
         self.engine = Engine(plan.fn, plan.items, plan.options, skip=skip, keyed=rec is not None,
-                             keep_skipped=skip is not None and plan.keep_outcomes)
+                             keep_skipped=skip is not None and keep)
         self._check_stop()
 
     def _check_stop(self) -> None:
@@ -272,6 +278,8 @@ class Run:
         for pos in sorted(errors):
             if len(self._failures) < KEPT_FAILURES:
                 self._failures.append((chunk.index(pos), _shown(chunk.key(pos), chunk.items[pos]), errors[pos]))
+        if self._spool is not None:
+            self._spool.add(chunk)
         if self.plan.keep_outcomes or errors:  # without outcomes kept, failures still are
             self._chunks.append(chunk)
 
@@ -282,8 +290,9 @@ class Run:
         self._report_obj = report
         if self.plan.job is not None and self.plan.job.job.has_finish:
             self._check_stop()
+            outcomes = report.outcomes if self._spool is None else self._spooled()
             with _stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
-                note = self.plan.job.finish(report.outcomes, report)
+                note = self.plan.job.finish(outcomes, report)
             if isinstance(note, str) and note:
                 self._note(note)
         if e.halted:
@@ -292,10 +301,17 @@ class Run:
         # attempt's counts, makes it "failed" when the record closes (see _end).
         return "succeeded" if report.ok else "failed"
 
+    def _spooled(self) -> OutcomeSpool:
+        """The spool of this run's outcomes, with those of earlier attempts merged in."""
+        assert self._spool is not None
+        if self.record is not None and self.engine.skipped_items:
+            self._spool.set_earlier(self._earlier(self.engine.skipped_items))
+        return self._spool
+
     def _report(self) -> Report:
         e = self.engine
         earlier = None
-        if self.record is not None and e.skipped_items:
+        if self.plan.keep_outcomes and self.record is not None and e.skipped_items:
             earlier = self._earlier(e.skipped_items)
         return Report(self._chunks, elapsed=e.elapsed, skipped=e.skipped, halted=e.halted, not_run=e.not_run,
                       input_errors=getattr(self.plan.items, "errors", None), desc=self.plan.options.desc,
@@ -327,6 +343,8 @@ class Run:
         message = _message(state, error, e)
         if self._output is not None:
             self._output.close(state)
+        if self._spool is not None:
+            self._spool.close()
         for sink in self.plan.sinks:
             try:
                 sink.close(state)

@@ -1,0 +1,121 @@
+"""A finishing step on the command line reads its outcomes from a spool on disk (flat memory),
+and sees exactly what the in-memory list gave it: every outcome, in input order, as often as it
+iterates, earlier attempts included."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from array import array
+
+import batchkit as bk
+from batchkit.engine.chunk import ChunkOutcomes
+from batchkit.engine.worker import ChunkResult
+from batchkit.jobs.spool import OutcomeSpool
+from batchkit.outcome import ItemError, Outcome
+
+from conftest import PY, python_env
+
+
+def chunk(seq: int, start: int, items: list, *, fail: int | None = None) -> ChunkOutcomes:
+    c = ChunkOutcomes(seq, start, items)
+    values = [f"v{x}" for x in items]
+    errors = {}
+    if fail is not None:
+        values[fail] = None
+        errors[fail] = ItemError("ValueError", f"bad {items[fail]}", "Traceback ...")
+    c.merge(0, ChunkResult(values, errors, {}, array("d", [0.5] * len(items)), 1.0, "w1", 0.0, []))
+    return c
+
+
+def test_the_spool_gives_every_outcome_in_input_order_however_chunks_arrived():
+    spool = OutcomeSpool()
+    spool.add(chunk(2, 6, [6, 7, 8]))
+    spool.add(chunk(0, 0, [0, 1, 2], fail=1))
+    spool.add(chunk(1, 3, [3, 4, 5]))
+    assert len(spool) == 9
+    first = [(o.index, o.item, o.ok, o.value) for o in spool]
+    assert first == [(i, i, i != 1, None if i == 1 else f"v{i}") for i in range(9)]
+    assert [(o.index, o.ok) for o in spool] == [(i, i != 1) for i in range(9)]  # again, as a list would
+    assert spool[1].error.message == "bad 1" and spool[-1].value == "v8"
+    spool.close()
+
+
+def test_a_resumed_runs_earlier_outcomes_are_merged_in_by_index():
+    spool = OutcomeSpool()
+    spool.add(chunk(0, 2, [2, 3]))
+    spool.add(chunk(1, 6, [6]))
+    earlier = [Outcome(i, i, True, f"old{i}", None, 1, 0.1) for i in (5, 0, 1, 4)]
+    spool.set_earlier(earlier)
+    assert len(spool) == 7
+    assert [(o.index, o.value) for o in spool] == [
+        (0, "old0"), (1, "old1"), (2, "v2"), (3, "v3"), (4, "old4"), (5, "old5"), (6, "v6")]
+
+
+def test_a_chunk_that_cannot_be_pickled_stays_in_memory_and_is_not_lost():
+    spool = OutcomeSpool()
+    locks = [threading.Lock(), threading.Lock()]
+    spool.add(chunk(0, 0, [0, 1]))
+    spool.add(chunk(1, 2, locks))  # a lock cannot be pickled
+    got = list(spool)
+    assert [o.index for o in got] == [0, 1, 2, 3]
+    assert got[2].item is locks[0] and got[3].item is locks[1]
+
+
+SPOOL_JOB = '''
+import json, threading
+import batchkit as bk
+
+
+class Handle:
+    """An item that cannot be pickled (it holds a lock), as a custom job's items may be on threads."""
+
+    def __init__(self, n):
+        self.n, self.lock = n, threading.Lock()
+
+    def __str__(self):
+        return str(self.n)
+
+
+@bk.job(backend="thread")
+def double(item) -> int:
+    if item.n == 7:
+        raise ValueError("seven")
+    return item.n * 2
+
+
+@double.source
+def _items(count: int = 50):
+    return [Handle(n) for n in range(count)]
+
+
+@double.finish
+def _finish(outcomes, seen: str = ""):
+    first = [[o.index, o.ok, o.value] for o in outcomes]
+    second = [[o.index, o.ok, o.value] for o in outcomes]
+    with open(seen, "w") as f:
+        json.dump({"kind": type(outcomes).__name__, "len": len(outcomes), "first": first,
+                   "same_again": first == second, "last": outcomes[-1].value}, f)
+'''
+
+
+def test_a_cli_finish_reads_every_outcome_from_disk_as_often_as_it_iterates(tmp_path):
+    (tmp_path / "spooljob.py").write_text(SPOOL_JOB)
+    seen = tmp_path / "seen.json"
+    done = subprocess.run([PY, "-m", "batchkit", "run", "spooljob.py", "--count", "50", "--seen", str(seen),
+                           "--chunk-size", "4", "--workers", "3"],
+                          cwd=tmp_path, env=python_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr  # item 7 failed
+    got = json.loads(seen.read_text())
+    assert got["kind"] == "OutcomeSpool"  # not a list in memory: the driver's memory stays flat
+    assert got["len"] == 50 and got["same_again"] and got["last"] == 98
+    assert got["first"] == [[n, n != 7, None if n == 7 else n * 2] for n in range(50)]
+
+
+def test_job_run_from_python_still_hands_finish_the_report_outcomes(tmp_path):
+    (tmp_path / "spooljob.py").write_text(SPOOL_JOB)
+    seen = tmp_path / "seen.json"
+    report = bk.load_job(str(tmp_path / "spooljob.py")).run(count=10, seen=str(seen), progress=False)
+    got = json.loads(seen.read_text())
+    assert got["kind"] == "list" and got["len"] == 10 and len(report.outcomes) == 10
