@@ -35,8 +35,9 @@ SCENARIO_NOTES: dict[str, list[str]] = {
             "still be built afterwards; `range` input stays a range in every chunk."],
     "cold": ["Bytecode cached, as after `pip install` (the script clears `PYTHONDONTWRITEBYTECODE` and caches "
              "under `$TMPDIR/batchkit-bench/pycache`); one untimed round first."],
-    "scale": ["Both trees are read once before the rounds (page cache warm). The CLI's parent keeps every "
-              "outcome for the manifest its finishing step writes; the streaming rows keep none."],
+    "scale": ["Both trees are read once before the rounds (page cache warm). The CLI's parent keeps no "
+              "outcome in memory: those its finishing step writes the manifest from wait in a spool on disk "
+              "(`batchkit/jobs/spool.py`); the streaming rows keep none at all."],
 }
 
 # Shown when one of the scenario's targets is not met (evidence in the README's Diagnoses).
