@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 from ..errors import BackendError, UsageError, WorkerCrashed
@@ -164,6 +165,7 @@ def _release(executor: Any, kill: bool) -> None:
     for old in stale:  # one warm pool at a time: idle processes cost memory
         old.shutdown(wait=False)
     if kill or getattr(executor, "_broken", False):
+        _kill_now(executor)
         executor.shutdown(wait=False, kill_workers=True)
 
 
@@ -180,7 +182,40 @@ def _retire(executor: Any) -> None:
 def _discard(executor: Any) -> None:
     with _lock:
         _busy.discard(executor)
+    _kill_now(executor)
     executor.shutdown(wait=False, kill_workers=True)
+
+
+def _kill_now(executor: Any, wait: float = 2.0) -> None:
+    """SIGKILL the pool's workers (and what they started) and wait until they are dead.
+
+    loky kills them from its manager thread, after ``shutdown`` has returned: on a loaded machine
+    an item of a run that was stopped (a ``with bk.imap(...)`` block left early, Ctrl-C, a
+    timeout's kill) could still run for a while. Once the run has stopped, none of its items may.
+    """
+    import psutil
+
+    procs = []
+    for worker in list(getattr(executor, "_processes", {}).values()):
+        try:
+            proc = psutil.Process(worker.pid)
+            procs += proc.children(recursive=True) + [proc]
+        except (psutil.Error, TypeError, ValueError):  # already gone, or not started
+            continue
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    deadline = time.monotonic() + wait
+    for proc in procs:
+        while time.monotonic() < deadline:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:  # dead; loky reaps it
+                    break
+            except psutil.Error:  # reaped already
+                break
+            time.sleep(0.002)
 
 
 @atexit.register
