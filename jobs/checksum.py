@@ -25,7 +25,7 @@ from batchkit.jobs.sinks import write_stdout
 # shake_* need a length, so they cannot write a coreutils-style manifest.
 ALGORITHMS = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
 BLOCK = 1 << 20
-PIECE = 50_000  # manifest lines built and written at a time
+PIECE = 10_000  # manifest lines built and written at a time (≈ 8 MB of objects at the peak)
 
 
 class ChecksumMismatch(Exception):

@@ -28,6 +28,9 @@ from test_ops_support import start_recorder, stop_recorder  # noqa: E402
 EXACT_JOB = '''
 import json, os, time
 import batchkit as bk
+import batchkit.jobs.spool
+
+batchkit.jobs.spool.MEMORY_ITEMS = 20  # the CLI's finish reads most outcomes back from disk
 
 
 class Point:

@@ -9,9 +9,12 @@ import subprocess
 import threading
 from array import array
 
+import pytest
+
 import batchkit as bk
 from batchkit.engine.chunk import ChunkOutcomes
 from batchkit.engine.worker import ChunkResult
+from batchkit.jobs import spool as spool_module
 from batchkit.jobs.spool import OutcomeSpool
 from batchkit.outcome import ItemError, Outcome
 
@@ -29,7 +32,13 @@ def chunk(seq: int, start: int, items: list, *, fail: int | None = None) -> Chun
     return c
 
 
-def test_the_spool_gives_every_outcome_in_input_order_however_chunks_arrived():
+@pytest.fixture(params=[0, 3, 10**6], ids=["all-on-disk", "first-chunk-in-memory", "all-in-memory"])
+def memory_items(request, monkeypatch):
+    monkeypatch.setattr(spool_module, "MEMORY_ITEMS", request.param)
+    return request.param
+
+
+def test_the_spool_gives_every_outcome_in_input_order_however_chunks_arrived(memory_items):
     spool = OutcomeSpool()
     spool.add(chunk(2, 6, [6, 7, 8]))
     spool.add(chunk(0, 0, [0, 1, 2], fail=1))
@@ -42,7 +51,7 @@ def test_the_spool_gives_every_outcome_in_input_order_however_chunks_arrived():
     spool.close()
 
 
-def test_a_resumed_runs_earlier_outcomes_are_merged_in_by_index():
+def test_a_resumed_runs_earlier_outcomes_are_merged_in_by_index(memory_items):
     spool = OutcomeSpool()
     spool.add(chunk(0, 2, [2, 3]))
     spool.add(chunk(1, 6, [6]))
@@ -53,7 +62,8 @@ def test_a_resumed_runs_earlier_outcomes_are_merged_in_by_index():
         (0, "old0"), (1, "old1"), (2, "v2"), (3, "v3"), (4, "old4"), (5, "old5"), (6, "v6")]
 
 
-def test_a_chunk_that_cannot_be_pickled_stays_in_memory_and_is_not_lost():
+def test_a_chunk_that_cannot_be_pickled_stays_in_memory_and_is_not_lost(monkeypatch):
+    monkeypatch.setattr(spool_module, "MEMORY_ITEMS", 0)
     spool = OutcomeSpool()
     locks = [threading.Lock(), threading.Lock()]
     spool.add(chunk(0, 0, [0, 1]))
@@ -64,30 +74,23 @@ def test_a_chunk_that_cannot_be_pickled_stays_in_memory_and_is_not_lost():
 
 
 SPOOL_JOB = '''
-import json, threading
+import json
 import batchkit as bk
+import batchkit.jobs.spool
+
+batchkit.jobs.spool.MEMORY_ITEMS = 10  # past the first 10 items, outcomes go to disk
 
 
-class Handle:
-    """An item that cannot be pickled (it holds a lock), as a custom job's items may be on threads."""
-
-    def __init__(self, n):
-        self.n, self.lock = n, threading.Lock()
-
-    def __str__(self):
-        return str(self.n)
-
-
-@bk.job(backend="thread")
+@bk.job(backend="process")
 def double(item) -> int:
-    if item.n == 7:
+    if item == 7:
         raise ValueError("seven")
-    return item.n * 2
+    return item * 2
 
 
 @double.source
 def _items(count: int = 50):
-    return [Handle(n) for n in range(count)]
+    return list(range(count))
 
 
 @double.finish
@@ -104,7 +107,7 @@ def test_a_cli_finish_reads_every_outcome_from_disk_as_often_as_it_iterates(tmp_
     (tmp_path / "spooljob.py").write_text(SPOOL_JOB)
     seen = tmp_path / "seen.json"
     done = subprocess.run([PY, "-m", "batchkit", "run", "spooljob.py", "--count", "50", "--seen", str(seen),
-                           "--chunk-size", "4", "--workers", "3"],
+                           "--chunk-size", "4", "--workers", "2"],
                           cwd=tmp_path, env=python_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr  # item 7 failed
     got = json.loads(seen.read_text())
