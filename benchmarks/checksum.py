@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .measure import Target, Timing, cost_ratio, time_command
+from .measure import Target, Timing, cost_ratio, time_command, time_round
 
 PER_DIR = 1000
 PAIRED = "median of the per-round ratios (rounds interleaved, order reversed every other round)"
@@ -119,13 +119,7 @@ def run(n: int, rounds: int, log: Callable[[str], None]) -> tuple[list[Timing], 
         for (_, cmd, _, ours), t in (order if r % 2 == 0 else order[::-1]):
             if t.skipped:
                 continue
-            try:
-                wall, cpu = time_command(cmd, 1, shell=True, env=env, before=fresh_home if ours else None,
-                                         check=check)
-                t.times += wall
-                t.cpu += cpu
-            except (RuntimeError, AssertionError) as exc:
-                t.skipped, t.times = f"failed: {exc}", []
+            time_round(t, cmd, shell=True, env=env, before=fresh_home if ours else None, check=check)
     shutil.rmtree(home, ignore_errors=True)
     out.unlink(missing_ok=True)
     bk, nj, xa, par = (timings[2], timings[3], timings[0], timings[1])

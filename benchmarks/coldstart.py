@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .checksum import bench_dir, cli_ready, make_tree
-from .measure import Target, Timing, cost_ratio, time_command
+from .measure import Target, Timing, cost_ratio, time_command, time_round
 
 BK_RUN = "import batchkit as bk\nassert bk.run(abs, range(10)).values() == list(range(10))\n"
 POOL_RUN = """import multiprocessing
@@ -109,12 +109,7 @@ def run(rounds: int, log: Callable[[str], None]) -> tuple[list[Timing], list[Tar
         for (_, cmd, _, _, before, check), t in (order if r % 2 == 0 else order[::-1]):
             if cmd is None or t.skipped:
                 continue
-            try:
-                wall, cpu = time_command(cmd, 1, shell=True, env=env, before=before, check=check)
-                t.times += wall
-                t.cpu += cpu
-            except (RuntimeError, AssertionError) as exc:
-                t.skipped, t.times = f"failed: {exc}", []
+            time_round(t, cmd, shell=True, env=env, before=before, check=check)
     shutil.rmtree(home, ignore_errors=True)
     out.unlink(missing_ok=True)
     pool, _, bk, pool_sum, _, cli = timings

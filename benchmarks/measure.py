@@ -135,3 +135,14 @@ def time_command(argv: Sequence[str] | str, rounds: int, *, shell: bool = False,
 def python_command(*args: str) -> list[str]:
     """``[sys.executable, *args]``."""
     return [sys.executable, *args]
+
+
+def time_round(t: Timing, cmd: Sequence[str] | str, **kwargs: Any) -> None:
+    """One timed run of ``cmd`` (see :func:`time_command`) added to ``t``; a failure marks ``t``
+    skipped, with why, and drops its times (a half-measured contender is no contender)."""
+    try:
+        wall, cpu = time_command(cmd, 1, **kwargs)
+        t.times += wall
+        t.cpu += cpu
+    except (RuntimeError, AssertionError) as exc:
+        t.skipped, t.times = f"failed: {exc}", []
