@@ -73,6 +73,16 @@ def test_a_chunk_that_cannot_be_pickled_stays_in_memory_and_is_not_lost(monkeypa
     assert got[2].item is locks[0] and got[3].item is locks[1]
 
 
+def test_when_the_temporary_directory_refuses_writes_outcomes_stay_in_memory(monkeypatch, tmp_path):
+    monkeypatch.setattr(spool_module, "MEMORY_ITEMS", 0)
+    monkeypatch.setattr(spool_module.tempfile, "tempdir", str(tmp_path / "no-such-directory"))
+    spool = OutcomeSpool()
+    spool.add(chunk(1, 3, [3, 4]))
+    spool.add(chunk(0, 0, [0, 1, 2], fail=2))
+    assert [(o.index, o.ok) for o in spool] == [(0, True), (1, True), (2, False), (3, True), (4, True)]
+    assert spool._file is None  # it never had a file: every chunk was kept
+
+
 SPOOL_JOB = '''
 import json
 import batchkit as bk

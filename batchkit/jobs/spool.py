@@ -9,7 +9,8 @@ them are pickled to an unnamed temporary file (≈ 0.3 µs per item) and read ba
 time when ``finish`` iterates. The driver's memory stays flat however large the tree.
 
 A chunk that cannot be pickled (items or values of a custom job that are not picklable on an
-in-process backend) stays in memory: nothing is ever dropped.
+in-process backend) stays in memory, and so does every chunk once the temporary directory has
+refused a write (full, read-only, missing): nothing is ever dropped.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class OutcomeSpool:
         self._entries: list[tuple[int, int | None, ChunkOutcomes | None]] = []
         self._count = 0
         self._in_memory = 0
+        self._disk_failed = False
         self._earlier: list[Outcome] = []
         self._listed: list[Outcome] | None = None
 
@@ -52,7 +54,7 @@ class OutcomeSpool:
             return
         first = chunk.index(0)
         self._count += len(chunk)
-        if self._in_memory + len(chunk) <= MEMORY_ITEMS:
+        if self._disk_failed or self._in_memory + len(chunk) <= MEMORY_ITEMS:
             self._in_memory += len(chunk)
             self._entries.append((first, None, chunk))
             return
@@ -63,10 +65,16 @@ class OutcomeSpool:
         except Exception:  # not picklable: this chunk stays in memory
             self._entries.append((first, None, chunk))
             return
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="batchkit-outcomes-")
-        self._entries.append((first, self._file.tell(), None))
-        self._file.write(data)
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="batchkit-outcomes-")
+            offset = self._file.tell()
+            self._file.write(data)
+        except OSError:  # $TMPDIR full or unwritable: memory it is, for this chunk and the rest
+            self._disk_failed = True
+            self._entries.append((first, None, chunk))
+            return
+        self._entries.append((first, offset, None))
 
     def set_earlier(self, earlier: list[Outcome]) -> None:
         """The outcomes an earlier attempt of this run finished (merged in by input index)."""
