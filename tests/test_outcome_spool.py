@@ -132,3 +132,44 @@ def test_job_run_from_python_still_hands_finish_the_report_outcomes(tmp_path):
     report = bk.load_job(str(tmp_path / "spooljob.py")).run(count=10, seen=str(seen), progress=False)
     got = json.loads(seen.read_text())
     assert got["kind"] == "list" and got["len"] == 10 and len(report.outcomes) == 10
+
+
+RETRY_JOB = '''
+import json, os
+import batchkit as bk
+import batchkit.jobs.spool
+
+batchkit.jobs.spool.MEMORY_ITEMS = 8  # most outcomes go to disk
+
+
+@bk.job(backend="process")
+def square(item: str, fail_file: str = "") -> int:
+    n = int(item)
+    if fail_file and os.path.exists(fail_file) and item in open(fail_file).read().split():
+        raise ValueError(f"told to fail {item}")
+    return n * n
+
+
+@square.finish
+def _finish(outcomes, seen: str = ""):
+    with open(seen, "w") as f:
+        json.dump([[o.index, o.ok, o.value] for o in outcomes], f)
+'''
+
+
+def test_retry_failed_hands_finish_every_outcome_in_order_with_the_rerun_ones(tmp_path):
+    (tmp_path / "retryjob.py").write_text(RETRY_JOB)
+    (tmp_path / "items.txt").write_text("".join(f"{n}\n" for n in range(60)))
+    fail_file, seen = tmp_path / "fail.txt", tmp_path / "seen.json"
+    fail_file.write_text("7 33\n")
+    args = [PY, "-m", "batchkit", "run", "retryjob.py", "--input", "items.txt", "--fail-file", str(fail_file),
+            "--seen", str(seen), "--chunk-size", "5", "--workers", "2"]
+    first = subprocess.run(args, cwd=tmp_path, env=python_env(), capture_output=True, text=True, timeout=60)
+    assert first.returncode == 1, first.stderr
+    assert json.loads(seen.read_text()) == [[n, n not in (7, 33), None if n in (7, 33) else n * n]
+                                            for n in range(60)]
+    fail_file.write_text("")
+    again = subprocess.run([*args, "--retry-failed"], cwd=tmp_path, env=python_env(), capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(seen.read_text()) == [[n, True, n * n] for n in range(60)]
