@@ -110,6 +110,12 @@ def query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
         con.close()
 
 
+def items_recorded(db: str | os.PathLike) -> int:
+    """How many items the journal file has recorded so far (0 before its tables exist)."""
+    rows = query(Path(db), "SELECT COALESCE(SUM(n), 0) FROM chunks")
+    return rows[0][0] if rows else 0
+
+
 def recorded_keys(db: Path) -> list[str]:
     """Every item row's key (all runs)."""
     return [k for (k,) in query(db, "SELECT key FROM items")]

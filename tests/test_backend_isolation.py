@@ -16,6 +16,7 @@ import pytest
 import batchkit as bk
 
 from conftest import PY, python_env
+from faults_support import items_recorded as recorded
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -116,20 +117,6 @@ def hang_on_three(x):
         time.sleep(60)
     time.sleep(0.01)
     return x
-
-
-def recorded(db) -> int:
-    import sqlite3
-
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute("SELECT COALESCE(SUM(n), 0) FROM chunks").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not made yet
-        return 0
-    finally:
-        con.close()
 
 
 def test_two_runs_at_once_one_stopped_early_one_timing_out_leave_the_other_unharmed(tmp_path):

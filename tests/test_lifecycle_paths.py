@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import pytest
 import batchkit as bk
 
 from conftest import PY, python_env
+from faults_support import items_recorded as recorded
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_ops_support import start_recorder, stop_recorder  # noqa: E402
@@ -98,18 +98,6 @@ def project(tmp_path):
     (tmp_path / "driver.py").write_text(DRIVER)
     (tmp_path / "items.txt").write_text("".join(f"{i}\n" for i in range(N)))
     return tmp_path
-
-
-def recorded(db: Path) -> int:
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute("SELECT COALESCE(SUM(n), 0) FROM chunks").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not made yet
-        return 0
-    finally:
-        con.close()
 
 
 def command(entry: str, project: Path, resume: bool) -> list[str]:

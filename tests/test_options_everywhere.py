@@ -17,6 +17,7 @@ import batchkit as bk
 from batchkit.options import cpu_count
 
 from conftest import PY, python_env
+from faults_support import items_recorded as recorded
 
 
 def nap(x):
@@ -174,19 +175,6 @@ def slow(item: str, fail: str = "") -> str:
     return item
 '''
 
-
-def recorded(db) -> int:
-    import sqlite3
-
-    if not db.exists():
-        return 0
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute("SELECT COALESCE(SUM(n), 0) FROM chunks").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        con.close()
 
 
 def test_a_run_interrupted_then_resumed_counts_the_whole_run_in_history_show_and_exit_code(tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PY, python_env
+from faults_support import items_recorded, query
 
 SLOW_JOB = '''
 import os, time
@@ -49,16 +50,7 @@ def project(tmp_path):
 
 
 def journal_rows(tmp_path: Path, sql: str, args: tuple = ()) -> list:
-    db = tmp_path / "home" / "batchkit.db"
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
+    return query(tmp_path / "home" / "batchkit.db", sql, args)
 
 
 def wait_for(predicate, timeout=60.0, what="condition"):
@@ -239,16 +231,7 @@ def test_ctrl_c_stops_bk_run_and_imap_in_a_script_and_resume_continues(tmp_path,
     proc = start([PY, str(script), api, backend, db], env, tmp_path)
     assert proc.stdout.readline().strip() == "started"
 
-    def recorded():
-        con = sqlite3.connect(db, timeout=10)
-        try:
-            return con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            con.close()
-
-    wait_for(lambda: os.path.exists(db) and recorded() >= 20, what="20 recorded items")
+    wait_for(lambda: items_recorded(db) >= 20, what="20 recorded items")
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (-signal.SIGINT, 130), err  # an uncaught KeyboardInterrupt
