@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import BackendError, UsageError, WorkerCrashed
-from .base import Backend, failed_future
+from .base import Backend, failed_future, run_now
 
 
 def _import_joblib() -> Any:
@@ -111,7 +111,7 @@ class JoblibBackend(Backend):
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
         self.start()
         if self._inline:
-            return _run_here(fn, arg)
+            return run_now(fn, arg)
         from joblib.parallel import BatchedCalls
 
         backend = self._backend
@@ -122,12 +122,7 @@ class JoblibBackend(Backend):
             call = self._watch.marked(call, outer)
 
         def retrieved(out: Any) -> None:  # joblib's completion callback, as Parallel gets it
-            try:
-                (value,) = backend.retrieve_result_callback(out)
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
-                _settle(outer, exc=_translate(exc))
-            else:
-                _settle(outer, value)
+            _settle_from(outer, backend.retrieve_result_callback, out)
 
         callback = retrieved if backend.supports_retrieve_callback else None
         for attempt in (1, 2):
@@ -314,16 +309,6 @@ def _describe(backend: Any) -> str:
     return type(backend).__name__.replace("Backend", "").lower() or "custom"
 
 
-def _run_here(fn: Callable[[Any], Any], arg: Any) -> cf.Future:
-    fut: cf.Future = cf.Future()
-    fut.set_running_or_notify_cancel()
-    try:
-        fut.set_result(fn(arg))
-    except Exception as exc:  # run_chunk captures item errors; this is a bug in batchkit
-        fut.set_exception(exc)
-    return fut
-
-
 def _settle(fut: cf.Future, value: Any = None, exc: BaseException | None = None) -> None:
     try:
         if exc is None:
@@ -335,8 +320,13 @@ def _settle(fut: cf.Future, value: Any = None, exc: BaseException | None = None)
 
 
 def _wait_for(backend: Any, job: Any, outer: cf.Future) -> None:
+    _settle_from(outer, backend.retrieve_result, job)
+
+
+def _settle_from(outer: cf.Future, retrieve: Callable[[Any], Any], handle: Any) -> None:
+    """Settle ``outer`` with the one result joblib's ``retrieve(handle)`` gives, or its error."""
     try:
-        (value,) = backend.retrieve_result(job)
+        (value,) = retrieve(handle)
     except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
         _settle(outer, exc=_translate(exc))
     else:

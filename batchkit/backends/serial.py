@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 from typing import Any, Callable
 
-from .base import Backend
+from .base import Backend, run_now
 
 
 class SerialBackend(Backend):
@@ -22,10 +22,4 @@ class SerialBackend(Backend):
         self.workers = 1
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
-        fut: cf.Future = cf.Future()
-        fut.set_running_or_notify_cancel()
-        try:
-            fut.set_result(fn(arg))
-        except Exception as exc:  # run_chunk captures item errors; this is a bug in batchkit
-            fut.set_exception(exc)
-        return fut
+        return run_now(fn, arg)
