@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .measure import Timing
 from .table import count, markdown_table, seconds
@@ -39,33 +39,33 @@ def _fresh(name: str) -> tuple[object, Path]:
     return Queue(name, path=home / "queue.db"), home
 
 
-def _put_single(n: int) -> float:
-    q, home = _fresh("single")
-    try:
-        t0 = time.perf_counter()
-        for i in range(n):
-            q.put(i)
-        elapsed = time.perf_counter() - t0
-        assert q.stats()["pending"] == n
-        return elapsed
-    finally:
-        q.close()
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _put_bulk(n: int) -> float:
-    q, home = _fresh("bulk")
+def _timed_puts(name: str, n: int, put: Callable[[Any, list], None]) -> float:
+    """Seconds ``put(queue, items)`` takes to put ``range(n)`` on a fresh queue (checked after)."""
+    q, home = _fresh(name)
     try:
         items = list(range(n))
         t0 = time.perf_counter()
-        for start in range(0, n, BULK):
-            q.put_many(items[start:start + BULK])
+        put(q, items)
         elapsed = time.perf_counter() - t0
         assert q.stats()["pending"] == n
         return elapsed
     finally:
         q.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _put_single(n: int) -> float:
+    def one_by_one(q: Any, items: list) -> None:
+        for i in items:
+            q.put(i)
+    return _timed_puts("single", n, one_by_one)
+
+
+def _put_bulk(n: int) -> float:
+    def in_batches(q: Any, items: list) -> None:
+        for start in range(0, len(items), BULK):
+            q.put_many(items[start:start + BULK])
+    return _timed_puts("bulk", n, in_batches)
 
 
 def _consume(n: int) -> float:
