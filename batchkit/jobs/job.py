@@ -328,12 +328,12 @@ class BoundJob:
              output: str | None = None, retry_failed: bool = False, command: list[str] | None = None,
              redirect_stdout: bool = False, sinks: list | None = None, operations: Any = None,
              **options: Any) -> Any:
-        """The :class:`~batchkit.jobs.lifecycle.RunPlan` of a run of this job (used by
+        """The :class:`~batchkit.jobs.plan.RunPlan` of a run of this job (used by
         :meth:`Job.run` and the command line alike): the job's defaults (backend, key, retry,
         name) under the given options, its items, and its identity for the journal."""
         from ..api import identity_args
         from ..options import RunOptions
-        from .lifecycle import RunPlan
+        from .plan import RunPlan
 
         job = self.job
         ops_kwargs = {k: options.pop(k) for k in OPS_KWARGS if k in options}
