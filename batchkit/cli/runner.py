@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 import click
 
 from ..errors import ExitCode, Interrupted, UsageError
-from ..jobs.job import BoundJob
+from ..jobs.bound import BoundJob
 from ..jobs.lifecycle import Run
 from ..jobs.plan import RunResult
 from ..jobs.sinks import jsonable
