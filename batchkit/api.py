@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .engine.chunk import ChunkOutcomes
 from .errors import BatchkitError
-from .jobs.lifecycle import Run, RunPlan, RunResult
+from .jobs.lifecycle import Run
+from .jobs.plan import RunPlan, RunResult
 from .options import MaxFailures, RunOptions, cpu_count
 from .outcome import Outcome
 from .report import Report

@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from ..errors import BackendError, ExitCode, UsageError
-from ..jobs.job import OPS_KWARGS, ConvertItems, Job
+from ..jobs.bound import ConvertItems
+from ..jobs.job import OPS_KWARGS, Job
 from ..jobs.params import Param, python_type, signature_of
 from .main import EPILOG
 from .options import CliError, OneLineCommand, OneLineErrors, engine_params, job_params, ops_params

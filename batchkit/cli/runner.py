@@ -18,8 +18,9 @@ from typing import Any, Iterable, Iterator
 import click
 
 from ..errors import ExitCode, Interrupted, UsageError
-from ..jobs.job import BoundJob
-from ..jobs.lifecycle import Run, RunResult
+from ..jobs.bound import BoundJob
+from ..jobs.lifecycle import Run
+from ..jobs.plan import RunResult
 from ..jobs.sinks import jsonable
 from ..retry import Retry
 from ..secrets import redact

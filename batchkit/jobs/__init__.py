@@ -1,6 +1,7 @@
 """Jobs: ``@bk.job`` (:mod:`~batchkit.jobs.job`), options from signatures, finding jobs by name,
 path or ``module:attr`` (:mod:`~batchkit.jobs.find`), and shell commands as jobs."""
 
-from .job import BoundJob, Job, job
+from .bound import BoundJob
+from .job import Job, job
 
 __all__ = ["BoundJob", "Job", "job"]

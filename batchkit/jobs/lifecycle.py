@@ -10,87 +10,32 @@ children and watching or queue-consuming runs all go through this one object::
 
 Whatever ends the run — success, failed items, ``max_failures``, a signal, a closed pipe, a
 journal or disk that fails, a bad job — it ends with a state (succeeded, failed, halted,
-interrupted, error), an exit code and a summary in :class:`RunResult`. A stop (signal, closed
-pipe, the caller closing ``imap``) is never recorded as a failure of any item: what it cut short
-runs again on ``--resume``.
+interrupted, error), an exit code and a summary in a :class:`~batchkit.jobs.plan.RunResult`
+(:mod:`batchkit.jobs.summary` words it). A stop (signal, closed pipe, the caller closing
+``imap``) is never recorded as a failure of any item: what it cut short runs again on ``--resume``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import shlex
-import sys
 import time
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..engine.chunk import ChunkOutcomes
 from ..engine.loop import Engine
 from ..errors import BackendError, BatchkitError, ExitCode, Interrupted, JournalError, UsageError
-from ..options import RunOptions
 from ..outcome import ItemError, Outcome
 from ..report import Report
 from ..retry import unknown_retry_names
-from ..secrets import redact, redact_argv
-from .sinks import OutputSink, Sink
+from ..secrets import redact
+from .plan import RunPlan, RunResult
+from .sinks import OutputSink, stdout_to_stderr
 from .spool import OutcomeSpool
-
-KEPT_FAILURES = 20  # failures kept for the summary (the journal has all of them)
-
-
-@dataclasses.dataclass
-class RunPlan:
-    """What to run and how: built by the CLI, ``Job.run`` or ``bk.run``.
-
-    ``name`` and ``args`` are the run's identity (journal, resume, lock). ``job`` is the bound
-    job whose set-up, finish and tear-down run around the engine (``None`` for a plain
-    function). ``keep_outcomes``: build every :class:`Outcome` for the report (the Python API
-    always does). Without it, a job's finishing step still gets every outcome, from a spool on
-    disk (:mod:`batchkit.jobs.spool`: the command line's memory stays flat).
-    """
-
-    fn: Callable[[Any], Any]
-    items: Iterable[Any]
-    options: RunOptions
-    name: str
-    args: dict = dataclasses.field(default_factory=dict)
-    job: Any = None
-    lock: bool = False
-    wait_lock: float = 0.0
-    retry_failed: bool = False
-    output: str | None = None
-    operations: Any = None
-    sinks: list[Sink] = dataclasses.field(default_factory=list)
-    keep_outcomes: bool = True
-    store_values: bool | None = None  # keep exact values in the journal (default: keep_outcomes)
-    command: list[str] | None = None  # the command line, for the "resume with" hint
-    redirect_stdout: bool = False  # item output goes to stderr (stdout carries data or JSON)
-
-
-@dataclasses.dataclass
-class RunResult:
-    """How a run ended: ``state`` (succeeded, failed, halted, interrupted, error), ``exit_code``,
-    ``message`` (why it stopped), ``error`` (the exception that ended it, if any), the
-    :class:`~batchkit.Report` (``None`` if the run never started), and ``summary`` (the dict
-    ``--json`` prints)."""
-
-    state: str
-    exit_code: int
-    message: str | None = None
-    error: BaseException | None = None
-    report: Report | None = None
-    run_id: int | None = None
-    resumed: bool = False
-    summary: dict = dataclasses.field(default_factory=dict)
-    failures: list = dataclasses.field(default_factory=list)  # (index, shown key, ItemError), first 20
-    notes: list = dataclasses.field(default_factory=list)
-    resume_hint: str | None = None
-    started: bool = False  # items began to run (so counts mean something)
+from .summary import KEPT_FAILURES, backend_name, end_message, exit_code_for, resume_command, run_summary, shown
 
 
 class Run:
-    """One run of a :class:`RunPlan`: :meth:`execute` it, or iterate :meth:`chunks` (``imap``)."""
+    """One run of a :class:`~batchkit.jobs.plan.RunPlan`: :meth:`execute` it, or iterate :meth:`chunks` (``imap``)."""
 
     def __init__(self, plan: RunPlan) -> None:
         self.plan = plan
@@ -132,7 +77,7 @@ class Run:
         try:
             self._begin()
             engine_gen = self.engine.chunks()
-            with _stdout_to_stderr(self.plan.redirect_stdout):
+            with stdout_to_stderr(self.plan.redirect_stdout):
                 for chunk in engine_gen:
                     self._deliver(chunk)
                     yield chunk
@@ -230,7 +175,7 @@ class Run:
 
     def _setup(self) -> None:
         try:
-            with _stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
+            with stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
                 self.plan.job.setup()
         except BatchkitError:
             raise
@@ -243,13 +188,13 @@ class Run:
 
         plan, opts = self.plan, self.plan.options
         self._journal = journal if isinstance(journal, Journal) else Journal(None if journal is True else journal)
-        settings = {"backend": _backend_name(opts.backend), "workers": opts.workers,
+        settings = {"backend": backend_name(opts.backend), "workers": opts.workers,
                     "chunk_size": opts.chunk_size, "timeout": opts.timeout, "ordered": opts.ordered,
                     "retries": (opts.retry.attempts - 1) if opts.retry else 0, "max_failures": opts.max_failures}
         self.record = self._journal.begin(
             plan.name, plan.args, resume=bool(opts.resume) and opts.resume != "failed",
             retry_failed=opts.resume == "failed" or plan.retry_failed, total=_length(plan.items),
-            needs_values=needs_values, settings=settings, command=self._resume_command())
+            needs_values=needs_values, settings=settings, command=resume_command(self.plan.command))
         if opts.resume or plan.retry_failed:
             retrying = opts.resume == "failed" or plan.retry_failed
             if self.record.resumed and retrying:
@@ -277,7 +222,7 @@ class Run:
         self._counts[1] += len(errors)
         for pos in sorted(errors):
             if len(self._failures) < KEPT_FAILURES:
-                self._failures.append((chunk.index(pos), _shown(chunk.key(pos), chunk.items[pos]), errors[pos]))
+                self._failures.append((chunk.index(pos), shown(chunk.key(pos), chunk.items[pos]), errors[pos]))
         if self._spool is not None:
             self._spool.add(chunk)
         if self.plan.keep_outcomes or errors:  # without outcomes kept, failures still are
@@ -291,7 +236,7 @@ class Run:
         if self.plan.job is not None and self.plan.job.job.has_finish:
             self._check_stop()
             outcomes = report.outcomes if self._spool is None else self._spooled()
-            with _stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
+            with stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
                 note = self.plan.job.finish(outcomes, report)
             if isinstance(note, str) and note:
                 self._note(note)
@@ -339,8 +284,8 @@ class Run:
         e = self.engine
         if state == "error" and isinstance(error, UsageError) and self.record is None:
             state = "refused"
-        code = _exit_code(state, error)
-        message = _message(state, error, e)
+        code = exit_code_for(state, error)
+        message = end_message(state, error, e)
         if self._output is not None:
             self._output.close(state)
         if self._spool is not None:
@@ -363,8 +308,9 @@ class Run:
                            notes=getattr(self, "_notes", []))
         result.started = e is not None
         if state in ("interrupted", "error") and self.record is not None:
-            result.resume_hint = self._resume_command()
-        result.summary = self._summary(result, row)
+            result.resume_hint = resume_command(self.plan.command)
+        result.summary = run_summary(self.plan, result, row, engine=e, counts=self._counts, failures=self._failures,
+                                     started=self._started, started_wall=self._started_wall)
         self.result = result
         self._operations(result)
         self._release()
@@ -384,7 +330,7 @@ class Run:
 
     def _teardown(self) -> None:
         try:
-            with _stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
+            with stdout_to_stderr(self.plan.redirect_stdout):  # its prints must not mix with the data
                 self.plan.job.teardown()
         except Exception as exc:
             self._note(f"warning: the job's tear-down failed: {type(exc).__name__}: {exc}")
@@ -420,124 +366,9 @@ class Run:
             self._notes: list[str] = []
         self._notes.append(text)
 
-    def _resume_command(self) -> str | None:
-        argv = self.plan.command
-        if not argv:
-            return None
-        # Options go before an `exec ... ::: ITEMS` list: what follows ::: is items, kept as given.
-        end = argv.index(":::") if ":::" in argv else len(argv)
-        args = [a for a in argv[:end] if a not in ("--resume", "--retry-failed")]
-        return shlex.join(["batchkit", *redact_argv([*args, "--resume", *argv[end:]])])
-
-    def _summary(self, result: RunResult, row: dict | None) -> dict[str, Any]:
-        e = self.engine
-        elapsed = time.monotonic() - self._started
-        ran = self._counts[0] + self._counts[1]
-        succeeded, failed = self._counts
-        skipped = e.skipped if e is not None else 0
-        if row and "succeeded" in row:  # every attempt of the run, from the journal
-            succeeded, failed = row["succeeded"], row["failed"]
-        elif result.report is not None and result.report.skipped:
-            succeeded, failed = result.report.succeeded, result.report.failed
-        summary: dict[str, Any] = {
-            "job": self.plan.name,
-            "run_id": result.run_id,
-            "state": result.state,
-            "exit_code": int(result.exit_code),
-            "total": succeeded + failed,
-            "succeeded": succeeded,
-            "failed": failed,
-            "skipped": skipped,
-            "ran": ran,
-            "elapsed": round(elapsed, 3),
-            "throughput": round(ran / elapsed, 3) if elapsed > 0 else 0.0,
-            "started": self._started_wall.isoformat(timespec="seconds"),
-            "resumed": result.resumed,
-            "failures": [{"index": i, "key": k, "type": err.type, "message": redact(err.message), "kind": err.kind,
-                          **({"step": err.step} if err.step else {})} for i, k, err in self._failures],
-        }
-        if e is not None:
-            summary["halted"] = e.halted
-            summary["not_run"] = e.not_run
-        errors = getattr(self.plan.items, "errors", None)
-        if errors:
-            summary["input_errors"] = [{"path": p, "message": m} for p, m in errors]
-        if self.plan.output not in (None, "-"):
-            summary["output"] = os.path.abspath(self.plan.output)
-        if result.message:
-            summary["message"] = redact(result.message)
-        if result.resume_hint:
-            summary["resume"] = result.resume_hint
-        if result.notes:
-            summary["notes"] = [redact(n) for n in result.notes]
-        return summary
-
-
-def _exit_code(state: str, error: BaseException | None) -> int:
-    if isinstance(error, Interrupted):
-        return error.exit_code
-    if isinstance(error, KeyboardInterrupt):
-        return ExitCode.SIGINT
-    if isinstance(error, BatchkitError):
-        return error.exit_code
-    return {"succeeded": ExitCode.OK, "failed": ExitCode.FAILED, "halted": ExitCode.FAILED}.get(
-        state, ExitCode.CANNOT_RUN)
-
-
-def _message(state: str, error: BaseException | None, engine: Engine | None) -> str | None:
-    if isinstance(error, Interrupted):
-        return error.reason
-    if isinstance(error, KeyboardInterrupt):
-        return "stopped by SIGINT"
-    if error is not None:
-        return str(error)
-    if state == "halted" and engine is not None:
-        return engine.halted
-    return None
-
-
-def _shown(key: Any, item: Any) -> Any:
-    if key is None:
-        key = os.fspath(item) if isinstance(item, os.PathLike) else item
-    return redact(key) if isinstance(key, str) else key
-
-
-def _backend_name(backend: Any) -> str:
-    return backend if isinstance(backend, str) else getattr(backend, "name", type(backend).__name__)
-
 
 def _length(items: Iterable[Any]) -> int | None:
     try:
         return len(items)  # type: ignore[arg-type]
     except TypeError:
         return None
-
-
-class _stdout_to_stderr:
-    """While items run, what they print goes to stderr: stdout carries data (``--output -``, a
-    manifest) or the ``--json`` summary. At the file-descriptor level, so worker processes started
-    during the run inherit it too."""
-
-    def __init__(self, active: bool) -> None:
-        self.active = active
-        self._saved: int | None = None
-
-    def __enter__(self) -> None:
-        if not self.active:
-            return
-        try:
-            sys.stdout.flush()
-            self._saved = os.dup(1)
-            os.dup2(2, 1)
-        except (OSError, ValueError, AttributeError):
-            self._saved = None
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved is not None:
-            try:
-                sys.stdout.flush()
-            except (OSError, ValueError):
-                pass
-            os.dup2(self._saved, 1)
-            os.close(self._saved)
-            self._saved = None

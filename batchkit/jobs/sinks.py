@@ -3,7 +3,8 @@
 The run lifecycle (:mod:`batchkit.jobs.lifecycle`) hands every finished chunk, in the run's one
 order, to each sink in turn: ``--output`` first, then the journal (which records how far
 ``--output`` had got, so a resume can cut the file back to exactly what the journal has), then
-the operations log, then any other sink (a queue marking its items done).
+the operations log, then any other sink (a queue marking its items done). While items run,
+:class:`stdout_to_stderr` keeps what they print off a stdout that carries data.
 """
 
 from __future__ import annotations
@@ -197,3 +198,33 @@ def _quiet_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+class stdout_to_stderr:
+    """While items run, what they print goes to stderr: stdout carries data (``--output -``, a
+    manifest) or the ``--json`` summary. At the file-descriptor level, so worker processes started
+    during the run inherit it too."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self._saved: int | None = None
+
+    def __enter__(self) -> None:
+        if not self.active:
+            return
+        try:
+            sys.stdout.flush()
+            self._saved = os.dup(1)
+            os.dup2(2, 1)
+        except (OSError, ValueError, AttributeError):
+            self._saved = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            try:
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(self._saved, 1)
+            os.close(self._saved)
+            self._saved = None
