@@ -100,7 +100,7 @@ def latency(n: int, settle: float, poll: bool) -> list[float]:
 
 def backlog_tree(n: int, settle: float) -> Path:
     """The checksum scenario's tree, its files old enough to be complete on sight."""
-    from batchkit.sources.watch import CLOCK_MARGIN
+    from batchkit.sources.watcher import CLOCK_MARGIN
 
     root = make_tree(n)
     old = time.time() - 3600

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import batchkit as bk
 from batchkit.cli.main import cli
-from batchkit.ops import htmlhistory, htmlreport, runview
+from batchkit.ops import htmlhistory, htmlreport, runseries, runview
 from batchkit.ops.svgcharts import TimeAxis
 from batchkit.state.journal import Journal, default_path
 
@@ -143,7 +143,7 @@ def test_every_backend_draws_its_workers_lanes(backend, workers):
         view = runview.from_journal(journal, report.run_id)
         spans = [s for c in journal.timeline(report.run_id)["chunks"] for s in c["spans"]]
     assert len(spans) == 12 and all(s[0] and s[2] >= s[1] for s in spans)
-    lanes, stats, _ = runview.lanes(view)
+    lanes, stats, _ = runseries.lanes(view)
     assert sum(len(lane.bars) for lane in lanes) == 12
     assert sum(st.items for st in stats) == 300
     assert {w for st in stats for w in st.workers} == {s[0] for s in spans}

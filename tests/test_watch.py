@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import batchkit as bk
-from batchkit.sources import watch as watch_module
+from batchkit.sources import watcher
 from batchkit.sources.watch import FileVersion, FileWatch, PathVersion
 from batchkit.state.keys import item_key
 
@@ -245,8 +245,8 @@ def test_polling_finds_arrivals_and_changes(tmp_path, watching):
 
 def test_files_lost_by_the_os_watcher_are_found_by_the_periodic_rescan(tmp_path, monkeypatch, watching):
     # As after an inotify queue overflow, which watchfiles does not report: the events are gone.
-    monkeypatch.setattr(watch_module._Watching, "_changes", lambda self, raw: None)
-    monkeypatch.setattr(watch_module, "RESCAN_EVERY", 0.5)
+    monkeypatch.setattr(watcher._Watching, "_changes", lambda self, raw: None)
+    monkeypatch.setattr(watcher, "RESCAN_EVERY", 0.5)
     c = watching()
     write(tmp_path / "missed.txt", b"x", old=True)
     assert c.wait_names("missed.txt")

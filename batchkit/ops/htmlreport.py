@@ -23,7 +23,8 @@ from typing import Any
 
 from ..secrets import redact
 from . import svgcharts as svg
-from .runview import MESSAGES, FailureGroup, RunView, chunk_sizes, lanes, markers, percentile, throughput, visible
+from .runseries import chunk_sizes, lanes, markers, percentile, throughput
+from .runview import MESSAGES, FailureGroup, RunView, visible
 from .svgcharts import COLORS, TimeAxis, esc, fmt_clock, fmt_num, fmt_seconds
 
 __all__ = ["compact_html", "run_page", "write_page"]
