@@ -2,11 +2,12 @@
 
 :meth:`Engine.chunks` pulls chunks lazily from the input (:mod:`~batchkit.engine.feed`), keeps
 about two per worker in flight (:mod:`~batchkit.engine.window`), settles each finished one —
-merging outcomes, reporting progress, applying ``max_failures`` — and hands it on in the run's
-one order (:mod:`~batchkit.engine.sequencer`). Infrastructure faults never reach the user: when a
-worker dies, the items of its chunk that had not finished are re-run and the item it was running
-is pinned down and recorded as a crash (:mod:`~batchkit.engine.recovery`); an item that overruns
-``timeout`` on local worker processes has its worker killed and is recorded as timed out.
+merging outcomes (:mod:`~batchkit.engine.settle`), reporting progress, applying ``max_failures`` —
+and hands it on in the run's one order (:mod:`~batchkit.engine.sequencer`). Infrastructure faults
+never reach the user: when a worker dies, the items of its chunk that had not finished are re-run
+and the item it was running is pinned down and recorded as a crash (:mod:`~batchkit.engine.recovery`);
+an item that overruns ``timeout`` on local worker processes has its worker killed and is recorded
+as timed out.
 
 A stop (:meth:`Engine.request_stop`, from a signal) ends dispatching, lets in-flight chunks finish
 for a grace period and raises :class:`~batchkit.errors.Interrupted`. Whatever the stop cut short
@@ -15,8 +16,6 @@ is simply not handed on: it is never recorded as failed, and ``--resume`` runs i
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import dataclasses
 import math
 import os
 import time
@@ -25,27 +24,22 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator
 
 from ..backends import resolve
-from ..errors import BackendError, Interrupted, UsageError, WorkerCrashed
+from ..errors import Interrupted, UsageError
 from ..options import MaxFailures, RunOptions, check_max_failures
-from ..outcome import ItemError
 from .beacon import Beacon
 from .chunk import ChunkOutcomes
 from .chunking import Chunker
 from .feed import WAKE, Feed
 from .progress import make_progress
-from .recovery import Slice, is_pickling_error, kill_overdue, recover
+from .recovery import Slice, kill_overdue
 from .sequencer import Sequencer
-from .tracebacks import DYNAMIC, JOB_MODULE_PREFIX, SourceMap
+from .settle import settle
+from .tracebacks import SourceMap
 from .walkfeed import make_feed
 from .window import Window
 from .worker import Task
 
 __all__ = ["ACTIVE", "Engine", "MaxFailures", "parse_max_failures"]
-
-# How many times in a row the workers may die without a sign of progress before we give up.
-MAX_BARREN_RESTARTS = 5
-# How long an item stopped by a signal waits for the run's own stop request to arrive.
-STOP_NOTICE = 1.0
 
 # Engines running now, so a signal handler (see batchkit.interrupt) can ask them to stop cleanly.
 ACTIVE: weakref.WeakSet = weakref.WeakSet()
@@ -163,7 +157,7 @@ class Engine:
                     if self.stopping is not None:
                         continue  # nothing left in flight: the check above raises
                     break
-                finished = self._settle(window, window.wait(self._poll(feed, beacon)), chunker, sequencer)
+                finished = settle(self, window, window.wait(self._poll(feed, beacon)), chunker, sequencer)
                 if beacon is not None and self.timeout is not None:
                     kill_overdue(window.in_flight.values(), beacon, self.timeout)
                 for chunk in finished:
@@ -229,160 +223,6 @@ class Engine:
             if beacon is not None:
                 beacon.close()
 
-    # -- settling what came back ---------------------------------------------------------------
-
-    def _settle(self, window: Window, done: list[tuple[Slice, cf.Future]], chunker: Chunker,
-                sequencer: Sequencer) -> list[ChunkOutcomes]:
-        """Merge finished slices; recover from crashed workers; return the chunks now complete."""
-        crashed: list[tuple[Slice, WorkerCrashed]] = []
-        finished: list[ChunkOutcomes] = []
-        for sub, fut in done:
-            self._collect(window, sub, fut, crashed, finished, chunker, sequencer)
-        if crashed and self.stopping is None:
-            if window.beacon is not None and window.in_flight:
-                for sub, fut in window.take_rest(timeout=30):
-                    self._collect(window, sub, fut, crashed, finished, chunker, sequencer)
-            self._recover(window, crashed, finished)
-        elif crashed:  # stopping: the crash is most likely the stop itself; nothing is recorded
-            for sub, _ in crashed:
-                window.release(sub)
-        return finished
-
-    def _collect(self, window: Window, sub: Slice, fut: cf.Future, crashed: list, finished: list,
-                 chunker: Chunker, sequencer: Sequencer) -> None:
-        exc = fut.exception() if not fut.cancelled() else cf.CancelledError()
-        chunk = sub.chunk
-        if chunk.walk is not None:
-            # A unit of a walk done by its worker: from here on an ordinary chunk of the files it
-            # found. Whatever failed is walked again here, so the usual rules (crash pinning,
-            # halving, value checks) apply to known files.
-            if exc is not None or not self._feed.unfold(chunk, fut.result()):
-                self._feed.expand(chunk)
-                if exc is None:  # the worker could not see the tree: its files run as they are
-                    window.release(sub)
-                    if len(chunk):
-                        window.rerun.append(Slice(chunk, 0, len(chunk)))
-                    else:
-                        finished.append(chunk)
-                    return
-            sub.hi = len(chunk)
-        if isinstance(exc, WorkerCrashed):
-            crashed.append((sub, exc))
-            return
-        window.release(sub)
-        if exc is not None:
-            if self.stopping is not None:
-                return  # cut short by the stop: left for --resume
-            self._failed_call(window, sub, exc)
-            if sub.chunk.remaining == 0:  # its last item failed alone (it could not travel)
-                finished.append(sub.chunk)
-            return
-        result = fut.result()
-        n = sub.hi - sub.lo
-        if not sub.isolated:
-            chunker.observe(len(result.values), result.elapsed)
-        if result.errors:
-            cut = self._readable(result.errors)
-            if cut is not None:  # an item stopped by the run's own stop signal
-                self._cut(sub, result, cut, finished, sequencer)
-                return
-        if len(result.values) < n:  # a chunk that stopped early: only when the run stops
-            self._cut(sub, result, len(result.values), finished, sequencer)
-            return
-        if sub.attempt > 1:  # an item re-run after a crash or timeout
-            result.attempts = {p: result.attempts.get(p, 1) + sub.attempt - 1 for p in range(n)}
-        sub.chunk.merge(sub.lo, result)
-        self._barren = 0
-        if sub.chunk.remaining == 0:
-            finished.append(sub.chunk)
-
-    def _failed_call(self, window: Window, sub: Slice, exc: BaseException) -> None:
-        if not is_pickling_error(exc):
-            if isinstance(exc, (UsageError, BackendError)):
-                raise exc
-            raise BackendError(f"the {self.backend_name} backend failed: {type(exc).__name__}: {exc}") from exc
-        if not sub.check_values:
-            # Most likely one value could not travel back: re-run the slice checking each.
-            window.rerun.append(dataclasses.replace(sub, slot=None, task=None, killed_at=None, check_values=True))
-            return
-        _check_picklable(self.fn, "the function", exc)
-        if self.options.initializer is not None:
-            _check_picklable((self.options.initializer, self.options.initargs), "the initializer", exc)
-        if sub.hi - sub.lo > 1:  # still failing: halve until the one item or value at fault is found
-            mid = (sub.lo + sub.hi) // 2
-            window.rerun.extend(dataclasses.replace(sub, lo=lo, hi=hi, slot=None, task=None, killed_at=None)
-                                for lo, hi in ((sub.lo, mid), (mid, sub.hi)))
-            return
-        reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        try:
-            _check_picklable(sub.chunk.items[sub.lo], "the item", exc)
-            what = f"its value could not be sent back from the worker: {reason}"
-        except UsageError as bad_item:
-            what = str(bad_item)
-        else:
-            if not sub.isolated:
-                # A value that fails to unpickle here breaks the whole pool, and every slice in flight
-                # gets the same error: only one that failed running alone is at fault.
-                window.isolate.append(dataclasses.replace(sub, isolated=True, slot=None, task=None,
-                                                          killed_at=None))
-                return
-        sub.chunk.fail(sub.lo, ItemError(type(exc).__name__, what, "", "exception"))
-
-    def _readable(self, errors: dict) -> int | None:
-        """Fix tracebacks of code sent by value; return the first position stopped by a stop signal."""
-        cut = None
-        for pos, err in errors.items():
-            if DYNAMIC in err.traceback or JOB_MODULE_PREFIX in err.traceback:
-                errors[pos] = dataclasses.replace(err, traceback=self._sources.fix(err.traceback))
-            if err.kind == "interrupted":
-                if self._stop_arrives():
-                    cut = pos if cut is None else min(cut, pos)
-                else:  # stopped by a signal that was not the run's: an ordinary failure
-                    errors[pos] = dataclasses.replace(err, kind="exception")
-        return cut
-
-    def _stop_arrives(self) -> bool:
-        # A stop signal reaches the item's process (a shell command) and us at the same moment;
-        # give our own handler a moment to run before deciding the item failed on its own.
-        deadline = time.monotonic() + STOP_NOTICE
-        while self.stopping is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.stopping is not None
-
-    def _cut(self, sub: Slice, result: Any, n: int, finished: list, sequencer: Sequencer) -> None:
-        """The run is stopping: keep the first ``n`` outcomes of a whole chunk, if its turn allows."""
-        chunk = sub.chunk
-        if sub.lo != 0 or sub.hi != len(chunk) or n == 0 or not sequencer.is_next(chunk.seq):
-            return
-        part = ChunkOutcomes(chunk.seq, chunk.start, chunk.items[:n],
-                             None if chunk.indices is None else chunk.indices[:n],
-                             None if chunk.keys is None else chunk.keys[:n], chunk.keyfn)
-        result.values, result.durations = result.values[:n], result.durations[:n]
-        result.errors = {p: e for p, e in result.errors.items() if p < n}
-        result.attempts = {p: a for p, a in result.attempts.items() if p < n}
-        result.events = [e for e in result.events if e[0] < n]
-        part.merge(0, result)
-        finished.append(part)
-
-    def _recover(self, window: Window, crashed: list, finished: list) -> None:
-        fix = recover(crashed, window.beacon, self.timeout, self.retry)
-        window.rerun.extend(fix.rerun)
-        window.isolate.extend(fix.isolate)
-        now = time.time()
-        for chunk, pos, error, duration, attempts in fix.failed:
-            chunk.fail(pos, error, duration, attempts, when=now)
-            if chunk.remaining == 0:
-                finished.append(chunk)
-        self.restarts += 1
-        # With a beacon, a crash that found an item running is progress; without one (Dask, a
-        # plain executor) only a chunk that came back is.
-        self._barren = 0 if fix.progressed else self._barren + 1
-        if self._barren >= MAX_BARREN_RESTARTS:
-            raise BackendError(
-                f"the {self.backend_name} workers died {self._barren} times in a row without finishing any "
-                f"item (last: {crashed[-1][1]}); check the workers' environment and that the function "
-                "can be loaded in a fresh process")
-
     # -- counts, progress, max_failures ---------------------------------------------------------
 
     def _account(self, chunk: ChunkOutcomes, progress: Any) -> None:
@@ -435,18 +275,6 @@ def close_endless(items: Any) -> None:
             close()
         except Exception:  # a source that fails to close must not hide how the run ended
             pass
-
-
-def _check_picklable(obj: Any, what: str, exc: BaseException) -> None:
-    """Raise :class:`UsageError` if ``obj`` cannot be sent to other processes."""
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(obj)
-    except Exception as err:
-        raise UsageError(f"{what} cannot be sent to the worker processes: {type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else err!r}; make it picklable, "
-                         "or use backend='thread'") from exc
 
 
 def _length(items: Iterable[Any]) -> int | None:

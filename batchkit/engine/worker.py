@@ -1,7 +1,8 @@
 """What runs inside a worker: :func:`run_chunk` runs one chunk of items with per-item capture.
 
 This is the only code that runs on the workers, on every backend, so error capture, retries,
-timing and timeouts behave the same everywhere. It returns a compact :class:`ChunkResult`
+timing and timeouts behave the same everywhere (a unit of a file walk first finds its files:
+:mod:`~batchkit.engine.walkwork`). It returns a compact :class:`ChunkResult`
 (a list of values plus sparse errors) rather than one object per item, which keeps the
 pickling cost per item close to that of a plain ``Pool.map``.
 """
@@ -73,7 +74,7 @@ class Task:
         self.check_values = check_values
         # (run token, initializer, initargs): the per-worker set-up, run once per worker thread.
         self.init = init
-        # (walk, segments, budget): the worker finds its items by walking (engine.walkfeed).
+        # (walk, segments, budget): the worker finds its items by walking (engine.walkfeed, engine.walkwork).
         self.walk = walk
         # Local worker processes work in the parent's current directory, also when the parent
         # changed it after a warm pool started (relative paths then mean the same to both).
@@ -128,59 +129,6 @@ class ChunkResult:
          self.started, self.events) = state
 
 
-class WalkResult(ChunkResult):
-    """A :class:`ChunkResult` of a unit of a file walk, with what the walk found: ``paths`` (the
-    files run, in order), ``rest`` (the segments not reached, in order), ``errors`` (directories
-    that could not be read), ``dirs`` (directories listed) and ``blind`` (this worker cannot see
-    the tree's root: nothing was done)."""
-
-    __slots__ = ("paths", "rest", "errors_walk", "dirs", "blind")
-
-    def __init__(self, result: ChunkResult | None, paths: list[str], rest: list, errors: list, dirs: int,
-                 blind: bool = False) -> None:
-        if result is None:
-            super().__init__([], {}, {}, array("d"), 0.0)
-        else:
-            super().__init__(result.values, result.errors, result.attempts, result.durations, result.elapsed,
-                             result.worker, result.started, result.events)
-        self.paths = paths
-        self.rest = rest
-        self.errors_walk = errors
-        self.dirs = dirs
-        self.blind = blind
-
-    def __getstate__(self) -> tuple:
-        return (super().__getstate__(), self.paths, self.rest, self.errors_walk, self.dirs, self.blind)
-
-    def __setstate__(self, state: tuple) -> None:
-        base, self.paths, self.rest, self.errors_walk, self.dirs, self.blind = state
-        super().__setstate__(base)
-
-
-def _run_walk(task: Task) -> WalkResult:
-    """Find this unit's files (walking its part of the tree), then run them as a chunk."""
-    from ..sources.walkunits import gather
-
-    walk, segments, budget = task.walk  # type: ignore[misc]
-    if not os.path.isdir(walk.root):
-        return WalkResult(None, [], [], [], 0, blind=True)
-    wall, t0 = time.time(), time.perf_counter()
-    paths, rest, errors, dirs = gather(walk, segments, budget)
-    listing = time.perf_counter() - t0
-    task.walk = None
-    if walk.as_str:
-        task.items = paths
-    else:
-        from pathlib import Path
-
-        task.items = list(map(Path, paths))
-    result = run_chunk(task)
-    # The unit's whole time, listing included, sizes the next units and draws the timeline.
-    result.elapsed += listing
-    result.started = wall
-    return WalkResult(result, paths, rest, errors, dirs)
-
-
 def _follow(cwd: str) -> None:
     try:
         if os.getcwd() != cwd:
@@ -200,7 +148,9 @@ def run_chunk(task: Task) -> ChunkResult:
     if task.cwd is not None:
         _follow(task.cwd)
     if task.walk is not None:
-        return _run_walk(task)
+        from .walkwork import run_walk  # it runs the unit's files through run_chunk again
+
+        return run_walk(task)
     if task.init is not None:
         failed = _initialize(task)
         if failed is not None:
