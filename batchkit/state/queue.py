@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import BatchkitError, UsageError
 from ..outcome import ItemError, Outcome
+from .claimer import _claimer_gone, _claimer_id, _lost_error
 from .queuedb import QueueBusy, _Database, default_path
 
 __all__ = ["Queue", "QueueBusy", "QueueTimeout", "UnknownItem", "default_path", "list_queues"]
@@ -62,39 +63,6 @@ def _dumps(item: Any) -> bytes:
     except Exception as exc:
         raise UsageError(f"cannot put {type(item).__name__} item in a queue: it is not picklable ({exc}); "
                          "use plain data or instances of importable classes") from exc
-
-
-def _claimer_id() -> str:
-    """This process as a claimer: host, pid and start time (a pid alone may be reused)."""
-    import psutil  # only consumers need it
-
-    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.2f}"
-
-
-def _claimer_gone(claimer: str, host: str) -> bool:
-    """Whether ``claimer`` ran on this host and its process has ended (its items can go at once)."""
-    try:
-        where, pid, start = claimer.rsplit(":", 2)
-        pid_number = int(pid)
-    except ValueError:
-        return False
-    if where != host:
-        return False  # another machine: only its lease can tell
-    import psutil
-
-    try:
-        proc = psutil.Process(pid_number)
-        return f"{proc.create_time():.2f}" != start or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
-
-
-def _lost_error(times: int) -> ItemError:
-    return ItemError("LeaseLost", f"its consumer stopped (killed or crashed) while running it {times} times; failed "
-                     "so that it cannot stop more consumers: fix the cause, then retry the failed items",
-                     kind="crash")
 
 
 def _outcome_blob(outcome: Outcome) -> tuple[str, bytes]:
