@@ -14,7 +14,8 @@ A resumed run continues the *same* run row: the items it already has are skipped
 run, so every item of a run ends up recorded exactly once.
 
 Every failure to use the file is a :class:`~batchkit.errors.JournalError` with a one-line
-reason (locked by another process, disk full, read-only, another schema), never a hang.
+reason (locked by another process, disk full, read-only, another schema), never a hang. The tables
+are in :mod:`batchkit.state.schema`; transactions and busy waits in :mod:`batchkit.state.transaction`.
 """
 
 from __future__ import annotations
@@ -31,95 +32,13 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..errors import JournalError, UsageError
+from ..errors import JournalError
 from ..outcome import ItemError
 from ..secrets import redact
 from .keys import item_key
 from .rowpack import IN_ROWS, VIEW, literal, pack, row_keys, unpack
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    job         TEXT NOT NULL,
-    args        TEXT NOT NULL DEFAULT '{}',
-    fingerprint TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    pid         INTEGER,
-    host        TEXT,
-    started     REAL NOT NULL,
-    updated     REAL NOT NULL,
-    ended       REAL,
-    total       INTEGER,
-    succeeded   INTEGER NOT NULL DEFAULT 0,
-    failed      INTEGER NOT NULL DEFAULT 0,
-    skipped     INTEGER NOT NULL DEFAULT 0,
-    elapsed     REAL NOT NULL DEFAULT 0,
-    resumes     INTEGER NOT NULL DEFAULT 0,
-    message     TEXT,
-    settings    TEXT,
-    exit_code   INTEGER,
-    command     TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_fingerprint ON runs (fingerprint, id);
--- The item rows of each finished chunk, packed as one JSON array (batchkit/state/rowpack.py);
--- the items view below shows them one row per item.
-CREATE TABLE IF NOT EXISTS chunks (
-    id          INTEGER PRIMARY KEY,
-    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    first_idx   INTEGER,
-    n           INTEGER NOT NULL,
-    failed      INTEGER NOT NULL,
-    finished    REAL NOT NULL,
-    rows        TEXT NOT NULL,
-    spans       TEXT,
-    attempt     INTEGER,
-    data        BLOB,
-    lost        TEXT,
-    output_end  INTEGER
-);
-CREATE INDEX IF NOT EXISTS chunks_by_run ON chunks (run_id);
--- The error of each failed item, a row each (failures are few).
-CREATE TABLE IF NOT EXISTS failures (
-    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    key         TEXT NOT NULL,
-    error_type  TEXT,
-    error_kind  TEXT,
-    message     TEXT,
-    traceback   TEXT,
-    step        TEXT,
-    PRIMARY KEY (run_id, key)
-) WITHOUT ROWID;
--- Retries, crashes and timeouts with their times, for the run's timeline (they are few).
-CREATE TABLE IF NOT EXISTS events (
-    run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    time        REAL NOT NULL,
-    kind        TEXT NOT NULL,
-    key         TEXT,
-    worker      TEXT,
-    detail      TEXT
-);
-CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id);
-"""
-
-# Bumped whenever the tables change shape. Version 3 journals are upgraded in place (the new
-# columns and tables are additions); older or newer ones are refused clearly.
-SCHEMA_VERSION = 4
-_UPGRADES = {
-    3: """
-ALTER TABLE runs ADD COLUMN settings TEXT;
-ALTER TABLE runs ADD COLUMN exit_code INTEGER;
-ALTER TABLE runs ADD COLUMN command TEXT;
-ALTER TABLE chunks ADD COLUMN spans TEXT;
-ALTER TABLE chunks ADD COLUMN attempt INTEGER;
-ALTER TABLE chunks ADD COLUMN data BLOB;
-ALTER TABLE chunks ADD COLUMN lost TEXT;
-ALTER TABLE chunks ADD COLUMN output_end INTEGER;
-""",
-}
-
-# How long a write waits for another process's transaction before the journal counts as unusable
-# (``$BATCHKIT_BUSY_TIMEOUT`` seconds overrides it: see :func:`busy_timeout`).
-BUSY_TIMEOUT = 30.0
+from .schema import _UPGRADES, SCHEMA, SCHEMA_VERSION
+from .transaction import _patiently, _rollback, _Transaction, busy_timeout, describe_sqlite_error
 
 __all__ = ["Journal", "busy_timeout", "default_home", "default_path", "fingerprint", "item_key"]
 
@@ -135,22 +54,6 @@ def default_home() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "state"
     return base / "batchkit"
-
-
-def busy_timeout() -> float:
-    """Seconds a write waits for another process's transaction: ``$BATCHKIT_BUSY_TIMEOUT``, else
-    :data:`BUSY_TIMEOUT` (30). Past it the journal counts as unusable: the run stops with exit 3."""
-    text = os.environ.get("BATCHKIT_BUSY_TIMEOUT", "").strip()
-    if not text:
-        return BUSY_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 86_400:  # also refuses nan and inf: sqlite3 needs a finite wait
-        raise UsageError(f"BATCHKIT_BUSY_TIMEOUT={text!r}: give the seconds a journal write may wait "
-                         f"for another process, e.g. {BUSY_TIMEOUT:g}")
-    return value
 
 
 def default_path() -> Path:
@@ -171,21 +74,6 @@ def pid_alive(pid: int | None, host: str | None) -> bool:
     import psutil  # only when a run says it is running: most commands never ask
 
     return psutil.pid_exists(pid)
-
-
-def describe_sqlite_error(exc: BaseException, waited: float | None = None) -> str:
-    """A one-line reason for a SQLite failure, in words a user can act on (``waited``: the busy
-    timeout the connection had)."""
-    text = str(exc)
-    low = text.lower()
-    if "locked" in low or "busy" in low:
-        return (f"another process keeps the database locked ({text}) for more than "
-                f"{BUSY_TIMEOUT if waited is None else waited:g}s")
-    if "disk is full" in low or "disk full" in low or getattr(exc, "errno", None) == 28:
-        return "the disk is full"
-    if "readonly" in low or "read-only" in low or "permission" in low:
-        return f"it is read-only ({text})"
-    return text
 
 
 class Journal:
@@ -509,70 +397,3 @@ class _Missing:
 
 
 MISSING = _Missing()
-
-
-class _Transaction:
-    def __init__(self, journal: Journal, what: str) -> None:
-        self.journal = journal
-        self.what = what
-
-    def __enter__(self) -> sqlite3.Connection:
-        lock = self.journal.lock
-        lock.acquire()
-        try:
-            self.journal.db.execute("BEGIN IMMEDIATE")
-        except BaseException as exc:
-            lock.release()  # never keep the lock for a transaction that did not start
-            if isinstance(exc, sqlite3.Error):
-                raise _journal_error(self.journal, self.what, exc) from exc
-            raise
-        return self.journal.db
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        db, lock = self.journal.db, self.journal.lock
-        try:
-            if exc_type is None:
-                try:
-                    db.execute("COMMIT")
-                except sqlite3.Error as err:
-                    _rollback(db)
-                    raise _journal_error(self.journal, self.what, err) from err
-            else:
-                _rollback(db)
-                if isinstance(exc, sqlite3.Error):
-                    raise _journal_error(self.journal, self.what, exc) from exc
-        finally:
-            lock.release()
-        return False
-
-
-def _patiently(step: Any, timeout: float) -> None:
-    """Run ``step``, retrying while the database is locked, up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = 0.01
-    while True:
-        try:
-            step()
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
-                raise
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(pause)
-            pause = min(0.2, pause * 2)
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    # SQLite may have rolled back by itself (disk full): "cannot rollback - no transaction is active".
-    if db.in_transaction:
-        try:
-            db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-
-
-def _journal_error(journal: Journal, what: str, exc: BaseException) -> JournalError:
-    reason = describe_sqlite_error(exc, journal.busy_timeout)
-    return JournalError(f"journal {journal.path}: could not {what}: {reason}; "
-                        "the run stopped and can be resumed with --resume once the journal is usable")

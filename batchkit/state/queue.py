@@ -22,61 +22,32 @@ a failure); :meth:`Queue.retry_failed` does the same for the failed ones. An ite
 vanished ``MAX_LOST_LEASES`` times is failed (kind ``"crash"``), so one poison item cannot take
 down consumers for ever.
 
-Busy database. Each statement waits up to ``BUSY_WAIT`` seconds for SQLite's lock; a transaction
-that still finds the file busy is retried with backoff until the queue's ``timeout``, then
-:class:`QueueBusy` is raised: it never hangs for ever. Every change is one transaction, so a
-process killed at any moment leaves the queue consistent. Like the journal, commits use
-``synchronous=NORMAL``: a put survives its process being killed; an OS crash or power loss may
-lose the last few transactions.
+Busy database: see :mod:`batchkit.state.queuedb`; each operation retries a busy file until the
+queue's ``timeout``, then raises :class:`QueueBusy`, and every change is one transaction.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import random
 import socket
 import sqlite3
-import threading
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import BackendError, BatchkitError, UsageError
+from ..errors import BatchkitError, UsageError
 from ..outcome import ItemError, Outcome
-from .journal import default_home
+from .claimer import _claimer_gone, _claimer_id, _lost_error
+from .queuedb import QueueBusy, _Database, default_path
 
 __all__ = ["Queue", "QueueBusy", "QueueTimeout", "UnknownItem", "default_path", "list_queues"]
 
-FILE_NAME = "queue.db"
-SCHEMA_VERSION = 1
 PROTOCOL = 5
 STATUSES = ("pending", "running", "done", "failed")
 DEFAULT_LEASE = 60.0  # seconds a claim holds unless renewed
 MAX_LOST_LEASES = 5  # a consumer vanished this many times while running an item: the item fails
-BUSY_WAIT = 5.0  # SQLite's own wait for a lock, per statement
 DEFAULT_TIMEOUT = 60.0  # how long an operation keeps retrying a busy database
 MAX_POLL = 0.5  # longest pause between two looks at an item that result() waits for
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused, even after a purge
-    queue     TEXT NOT NULL,
-    status    TEXT NOT NULL,                      -- pending, running, done, failed
-    item      BLOB NOT NULL,                      -- the item, pickled
-    outcome   BLOB,                               -- (ok, value, error, attempts, duration), pickled, once finished
-    claimer   TEXT,                               -- host:pid:start of the consumer running it
-    lease     REAL,                               -- the claim holds until then (unix time)
-    claims    INTEGER NOT NULL DEFAULT 0,         -- times handed to a consumer
-    lost      INTEGER NOT NULL DEFAULT 0,         -- times its consumer vanished while running it
-    created   REAL NOT NULL,
-    finished  REAL
-);
-CREATE INDEX IF NOT EXISTS items_by_status ON items (queue, status, id);
-"""
-
-T = TypeVar("T")
-
 
 class QueueTimeout(BatchkitError, TimeoutError):
     """:meth:`Queue.result` waited its ``timeout`` and the item is not finished yet."""
@@ -86,152 +57,12 @@ class UnknownItem(UsageError, LookupError):
     """No item with this id in this queue (ids are what :meth:`Queue.put` returned)."""
 
 
-class QueueBusy(BackendError):
-    """The queue's database stayed locked by other processes for longer than the queue's ``timeout``."""
-
-
-def default_path() -> Path:
-    """Where queues live by default: ``$BATCHKIT_HOME/queue.db``, beside the journal."""
-    return default_home() / FILE_NAME
-
-
 def _dumps(item: Any) -> bytes:
     try:
         return pickle.dumps(item, protocol=PROTOCOL)
     except Exception as exc:
         raise UsageError(f"cannot put {type(item).__name__} item in a queue: it is not picklable ({exc}); "
                          "use plain data or instances of importable classes") from exc
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-class _Database:
-    """The queue file: one connection per process, every use under one lock, busy retries."""
-
-    def __init__(self, path: str | os.PathLike | None, timeout: float) -> None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
-            raise UsageError(f"timeout={timeout!r}: use a number of seconds >= 0")
-        self.path = Path(path).expanduser() if path is not None else default_path()
-        self.timeout = float(timeout)
-        self.lock = threading.RLock()
-        self._db: sqlite3.Connection | None = None
-        self._pid = 0
-        self.retrying(self._connection)
-
-    def _connection(self) -> sqlite3.Connection:
-        # A forked child must not use its parent's connection: SQLite's locks would be shared.
-        if self._db is None or self._pid != os.getpid():
-            self._db = self._open()
-            self._pid = os.getpid()
-        return self._db
-
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=min(BUSY_WAIT, self.timeout), isolation_level=None,
-                             check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # With WAL, NORMAL loses no committed transaction when a process dies.
-            db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:  # a new file: its tables, in one transaction (IF NOT EXISTS: others may race)
-                db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-            elif version != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(
-                    f"it was written by another version of batchkit (queue schema {version}, this one reads "
-                    f"{SCHEMA_VERSION})")
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def retrying(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt``, again with backoff while the database is busy, up to ``timeout``."""
-        deadline = time.monotonic() + self.timeout
-        delay = 0.01
-        while True:
-            try:
-                with self.lock:
-                    return attempt()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise self._unusable(exc) from exc
-                if time.monotonic() + delay > deadline:
-                    raise QueueBusy(f"the queue database {self.path} stayed locked for more than {self.timeout:g} s "
-                                    f"({exc}); other processes hold it: try again later") from exc
-            except sqlite3.DatabaseError as exc:
-                raise self._unusable(exc) from exc
-            except OSError as exc:
-                raise self._unusable(exc) from exc
-            time.sleep(delay * random.uniform(0.5, 1.5))  # jitter: busy processes do not retry in step
-            delay = min(2 * delay, 1.0)
-
-    def _unusable(self, exc: BaseException) -> BackendError:
-        return BackendError(f"the queue database {self.path} is unusable: {exc}; set BATCHKIT_HOME to a writable "
-                            "directory or move the file aside")
-
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        """The rows of one query (WAL: readers never wait for writers)."""
-        return self.retrying(lambda: self._connection().execute(sql, params).fetchall())
-
-    def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``body(db)`` in one ``BEGIN IMMEDIATE`` transaction: all of it or none of it."""
-        def attempt() -> T:
-            db = self._connection()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = body(db)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            return result
-
-        return self.retrying(attempt)
-
-    def close(self) -> None:
-        """Close the connection (it is opened again if the queue is used again)."""
-        with self.lock:
-            if self._db is not None and self._pid == os.getpid():
-                self._db.close()
-            self._db = None
-
-
-def _claimer_id() -> str:
-    """This process as a claimer: host, pid and start time (a pid alone may be reused)."""
-    import psutil  # only consumers need it
-
-    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.2f}"
-
-
-def _claimer_gone(claimer: str, host: str) -> bool:
-    """Whether ``claimer`` ran on this host and its process has ended (its items can go at once)."""
-    try:
-        where, pid, start = claimer.rsplit(":", 2)
-        pid_number = int(pid)
-    except ValueError:
-        return False
-    if where != host:
-        return False  # another machine: only its lease can tell
-    import psutil
-
-    try:
-        proc = psutil.Process(pid_number)
-        return f"{proc.create_time():.2f}" != start or proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
-
-
-def _lost_error(times: int) -> ItemError:
-    return ItemError("LeaseLost", f"its consumer stopped (killed or crashed) while running it {times} times; failed "
-                     "so that it cannot stop more consumers: fix the cause, then retry the failed items",
-                     kind="crash")
 
 
 def _outcome_blob(outcome: Outcome) -> tuple[str, bytes]:
