@@ -21,8 +21,27 @@ restarted run skips the versions an earlier one finished and redoes only what ch
 that writes into the watched tree makes new versions there: write elsewhere, or under an
 ignored name.
 
-How the watching is done (why watchfiles, its gaps and what covers them) is
-:mod:`batchkit.sources.watcher`; the versions yielded are :mod:`batchkit.sources.versions`.
+How the watching is done is :mod:`batchkit.sources.watcher`; the versions yielded are
+:mod:`batchkit.sources.versions`.
+
+**Why watchfiles** (and not watchdog): its Rust core (the ``notify`` crate) gives a blocking,
+thread-free API — ``RustNotify.watch(debounce, step, timeout, stop_event)`` waits in the
+calling thread and returns within ``step`` ms of ``stop_event`` being set — where watchdog
+delivers events through callbacks on its own Python threads that we would have to queue and
+join. Its native reader thread drains inotify continuously into a de-duplicated set, so the
+kernel queue rarely overflows however slowly we consume; it polls on request
+(``force_polling``, in Rust) and falls back to polling where inotify is missing; it is actively
+maintained, with abi3 wheels for Linux, macOS and Windows (pip picks 1.1 on Python 3.9, the
+latest on 3.10–3.14; watchdog 7 needs 3.11). Its gaps, and what we do about them:
+
+- an inotify overflow is dropped silently (watchfiles issue #348): we rescan the whole tree
+  every :data:`~batchkit.sources.watcher.RESCAN_EVERY` seconds (less often on a tree so big that rescans would take more
+  than :data:`~batchkit.sources.watcher.RESCAN_SHARE` of the time) and after any watcher error;
+- one unreadable directory makes a recursive watch give up entirely, and a directory made after
+  the watch began may hold files older than its OS watch: we watch each wanted directory on
+  its own (see :class:`~batchkit.sources.watcher._Watching`), each after a walk found it, followed by a catch-up walk;
+- polling stats every file of every watched directory each interval, in a native thread: on a
+  big tree, poll less often (``poll=5``).
 
 **Stopping**: :meth:`FileWatch.close` (or the iterator's ``close()``), from any thread or a
 signal handler, makes a blocked ``next()`` raise ``StopIteration`` within
@@ -47,7 +66,7 @@ from typing import Any, Iterator, Union
 from ..errors import UsageError
 from ..units import parse_duration
 from .files import FileWalk, Patterns, When, _matches, _patterns
-from .versions import FileVersion, PathVersion
+from .versions import FileVersion, PathVersion, _path_version  # noqa: F401 - pickles made before the split name it here
 from .watcher import POLL_EVERY, _Watching
 
 #: Names skipped by default: partial downloads, temporary files, office lock files, dot-files.

@@ -1,25 +1,6 @@
 """The machinery behind one iteration of a :class:`~batchkit.sources.watch.FileWatch`: walks,
-settling, and the OS watcher (events or polling) with its rescans.
-
-**Why watchfiles** (and not watchdog): its Rust core (the ``notify`` crate) gives a blocking,
-thread-free API — ``RustNotify.watch(debounce, step, timeout, stop_event)`` waits in the
-calling thread and returns within ``step`` ms of ``stop_event`` being set — where watchdog
-delivers events through callbacks on its own Python threads that we would have to queue and
-join. Its native reader thread drains inotify continuously into a de-duplicated set, so the
-kernel queue rarely overflows however slowly we consume; it polls on request
-(``force_polling``, in Rust) and falls back to polling where inotify is missing; it is actively
-maintained, with abi3 wheels for Linux, macOS and Windows (pip picks 1.1 on Python 3.9, the
-latest on 3.10–3.14; watchdog 7 needs 3.11). Its gaps, and what we do about them:
-
-- an inotify overflow is dropped silently (watchfiles issue #348): we rescan the whole tree
-  every :data:`RESCAN_EVERY` seconds (less often on a tree so big that rescans would take more
-  than :data:`RESCAN_SHARE` of the time) and after any watcher error;
-- one unreadable directory makes a recursive watch give up entirely, and a directory made after
-  the watch began may hold files older than its OS watch: we watch each wanted directory on
-  its own (see :class:`_Watching`), each after a walk found it, followed by a catch-up walk;
-- polling stats every file of every watched directory each interval, in a native thread: on a
-  big tree, poll less often (``poll=5``).
-"""
+settling, and the OS watcher (events or polling) with its rescans (why watchfiles, its gaps and
+what covers them: :mod:`batchkit.sources.watch`)."""
 
 from __future__ import annotations
 
