@@ -1,2 +1,3 @@
-"""What batchkit keeps between runs, in one SQLite file under ``$BATCHKIT_HOME``: the journal of
-runs and their items (:mod:`~batchkit.state.journal`), item keys, and run locks."""
+"""What batchkit keeps between runs under ``$BATCHKIT_HOME``: the journal of runs and their items
+(``batchkit.db``, :mod:`~batchkit.state.journal`), durable queues (``queue.db``,
+:mod:`~batchkit.state.queue`), item keys, and run locks."""

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from ..errors import BackendError, UsageError
 from .journal import default_home
+from .transaction import is_busy
 
 FILE_NAME = "queue.db"
 SCHEMA_VERSION = 1
@@ -52,11 +53,6 @@ class QueueBusy(BackendError):
 def default_path() -> Path:
     """Where queues live by default: ``$BATCHKIT_HOME/queue.db``, beside the journal."""
     return default_home() / FILE_NAME
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 
 
 class _Database:
@@ -108,7 +104,7 @@ class _Database:
                 with self.lock:
                     return attempt()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise self._unusable(exc) from exc
                 if time.monotonic() + delay > deadline:
                     raise QueueBusy(f"the queue database {self.path} stayed locked for more than {self.timeout:g} s "

@@ -40,12 +40,18 @@ def busy_timeout() -> float:
     return value
 
 
+def is_busy(exc: BaseException) -> bool:
+    """Whether a SQLite error means another connection holds the database (worth waiting for)."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
 def describe_sqlite_error(exc: BaseException, waited: float | None = None) -> str:
     """A one-line reason for a SQLite failure, in words a user can act on (``waited``: the busy
     timeout the connection had)."""
     text = str(exc)
     low = text.lower()
-    if "locked" in low or "busy" in low:
+    if is_busy(exc):
         return (f"another process keeps the database locked ({text}) for more than "
                 f"{BUSY_TIMEOUT if waited is None else waited:g}s")
     if "disk is full" in low or "disk full" in low or getattr(exc, "errno", None) == 28:
@@ -99,7 +105,7 @@ def _patiently(step: Any, timeout: float) -> None:
             step()
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+            if not is_busy(exc):
                 raise
             if time.monotonic() > deadline:
                 raise
