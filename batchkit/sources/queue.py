@@ -79,6 +79,9 @@ class QueueSource:
         self.batch = batch
         self.poll = float(poll)
         self._lock = threading.Lock()
+        # Held across one claim (the database's and our books'): release() waits on it, so a claim
+        # still in flight in the feeder thread cannot leave items "running" after release returns.
+        self._claiming = threading.Lock()
         self._buffer: deque[tuple[int, Any]] = deque()  # claimed, not yet handed to the engine
         self._ids = array("q")  # position -> queue id
         self._held: dict[int, None] = {}  # claimed and neither finished nor given back: leases to renew
@@ -138,17 +141,20 @@ class QueueSource:
             rate = (handed - handed_then) / max(now - then, WINDOW)
             self._size = max(1, min(self.batch, int(rate * AHEAD)))
         marks.append((now, handed))
-        claimed = self.queue.claim(self._size, self.lease)
-        if not claimed:
-            return False
-        with self._lock:
-            closed = self._closed.is_set()
-            if not closed:
-                self._buffer.extend(claimed)
-                self._held.update(dict.fromkeys(id_ for id_, _ in claimed))
-        if closed:  # close() came while we were claiming: these go straight back
-            self.queue.release([id_ for id_, _ in claimed])
-            return False
+        with self._claiming:
+            if self._closed.is_set():
+                return False
+            claimed = self.queue.claim(self._size, self.lease)
+            if not claimed:
+                return False
+            with self._lock:
+                closed = self._closed.is_set()
+                if not closed:
+                    self._buffer.extend(claimed)
+                    self._held.update(dict.fromkeys(id_ for id_, _ in claimed))
+            if closed:  # close() came while we were claiming: these go straight back
+                self.queue.release([id_ for id_, _ in claimed])
+                return False
         self._start_renewing()
         return True
 
@@ -207,7 +213,7 @@ class QueueSource:
         or their run was cut short) and stop renewing leases; return how many went back."""
         self.close()
         self._stop_renewing.set()
-        with self._lock:
+        with self._claiming, self._lock:  # after any claim in flight has settled its items
             ids = list(self._held)
             self._held.clear()
         return self.queue.release(ids) if ids else 0
