@@ -13,6 +13,7 @@ import random
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -50,11 +51,22 @@ def make_tree(n: int) -> Path:
     return root
 
 
+def batchkit_exe() -> str | None:
+    """The ``batchkit`` console script of the interpreter running the benchmarks (the one beside
+    ``sys.executable``, as an activated venv would find it), else the first on ``PATH``.
+
+    (``shutil.which`` alone may find another install's script, or a version manager's shim
+    that runs a shell first, and time that instead.)
+    """
+    beside = Path(sys.executable).parent / ("batchkit.exe" if os.name == "nt" else "batchkit")
+    return str(beside) if beside.is_file() else shutil.which("batchkit")
+
+
 def cli_ready() -> str | None:
     """``None`` when ``batchkit run checksum --help`` works, else why it does not."""
-    exe = shutil.which("batchkit")
+    exe = batchkit_exe()
     if exe is None:
-        return "the batchkit console script is not on PATH"
+        return "the batchkit console script is neither beside this python nor on PATH"
     proc = subprocess.run([exe, "run", "checksum", "--help"], capture_output=True, text=True)
     if proc.returncode != 0:
         return f"`batchkit run checksum --help` exited {proc.returncode}: {proc.stderr.strip()[-200:]}"
@@ -100,7 +112,7 @@ def run(n: int, rounds: int, log: Callable[[str], None]) -> tuple[list[Timing], 
     else:
         notes.append("GNU parallel is not installed (Debian package `parallel`): its row is skipped.")
         plan.append(("find | parallel -j2 -X sha256sum", None, "skipped: GNU parallel not installed", False))
-    exe = shutil.which("batchkit") or "batchkit"
+    exe = batchkit_exe() or "batchkit"
     base = f"{shlex.quote(exe)} run checksum {q} --workers 2"
     plan.append(("batchkit run checksum --workers 2", None if why else f"{base} > {shlex.quote(str(out))}",
                  "journal on (the default), fresh $BATCHKIT_HOME each round", True))

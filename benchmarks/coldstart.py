@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .checksum import bench_dir, cli_ready, make_tree
+from .checksum import batchkit_exe, bench_dir, cli_ready, make_tree
 from .measure import Target, Timing, cost_ratio, time_command, time_round
 
 BK_RUN = "import batchkit as bk\nassert bk.run(abs, range(10)).values() == list(range(10))\n"
@@ -79,7 +79,7 @@ def run(rounds: int, log: Callable[[str], None]) -> tuple[list[Timing], list[Tar
             raise AssertionError(f"{out}: {_lines(out)} lines, expected 10")
 
     why = cli_ready()
-    exe = shutil.which("batchkit") or "batchkit"
+    exe = batchkit_exe() or "batchkit"
     # (name, command, note, ours, before, check)
     plan: list[tuple[str, str | None, str, bool, Callable[[], None] | None, Callable[[], None] | None]] = [
         ("multiprocessing.Pool(2).map, 10 items", f"{q(py)} {q(_script('cold_pool.py', POOL_RUN))}",

@@ -8,11 +8,11 @@ the light commands must load none of them.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from typing import Callable
 
+from .checksum import batchkit_exe
 from .measure import Target, Timing, time_command
 from .table import seconds
 
@@ -50,7 +50,7 @@ def _works(argv: list[str]) -> bool:
 
 def run(rounds: int, log: Callable[[str], None]) -> tuple[list[str], list[list[str]], list[Target], list[Timing]]:
     """Time the interpreter alone, ``import batchkit``, the light CLI commands and two peers' imports."""
-    exe = shutil.which("batchkit")
+    exe = batchkit_exe()
     py = sys.executable
     plan: list[tuple[str, list[str], list[str] | None]] = [
         ("python3 -c pass", [py, "-c", "pass"], None),

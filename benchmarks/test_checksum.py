@@ -8,13 +8,13 @@ import subprocess
 
 import pytest
 
-from .checksum import bench_dir, cli_ready, make_tree
+from .checksum import batchkit_exe, bench_dir, cli_ready, make_tree
 
 CASES = {
     "xargs": "find {root} -type f -print0 | xargs -0 -P2 -n500 sha256sum",
     "parallel": "find {root} -type f -print0 | parallel --will-cite -0 -j2 -X sha256sum",
-    "batchkit": "batchkit run checksum {root} --workers 2",
-    "batchkit --no-journal": "batchkit run checksum {root} --workers 2 --no-journal",
+    "batchkit": "{exe} run checksum {root} --workers 2",
+    "batchkit --no-journal": "{exe} run checksum {root} --workers 2 --no-journal",
 }
 
 
@@ -32,7 +32,8 @@ def test_checksum(benchmark, sizes, tree, tmp_path, name):
         if why:
             pytest.skip(why)
     out = tmp_path / "manifest"
-    cmd = CASES[name].format(root=shlex.quote(str(tree))) + f" > {shlex.quote(str(out))}"
+    exe = shlex.quote(batchkit_exe() or "batchkit")
+    cmd = CASES[name].format(root=shlex.quote(str(tree)), exe=exe) + f" > {shlex.quote(str(out))}"
     if not name.startswith("batchkit"):
         subprocess.run(cmd, shell=True, check=True)  # warm the page cache (the peers run first)
 

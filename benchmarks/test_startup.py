@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from .checksum import batchkit_exe
 from .startup import heavy_modules
 
-EXE = shutil.which("batchkit")
+EXE = batchkit_exe()
 CASES = [("import", [sys.executable, "-c", "import batchkit"]),
          ("--help", [EXE or "batchkit", "--help"]),
          ("jobs", [EXE or "batchkit", "jobs"]),
