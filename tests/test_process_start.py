@@ -143,3 +143,38 @@ def test_a_forked_pool_killed_with_9_leaves_no_named_semaphore(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert not [n for n in os.listdir(shm) if n.startswith(f"sem.loky-{proc.pid}-")]
+
+
+def test_a_short_run_defers_psutil_and_loky_still_kills_a_process_tree(tmp_path):
+    # loky imports psutil only to kill a worker's process tree; a short run must not pay its import,
+    # and the stand-in loky holds must still kill a child and its grandchild when loky needs it.
+    got = _run(tmp_path, """
+        import multiprocessing, subprocess
+        plain = bk.run(abs, range(-5, 5), progress=False)
+        loaded_after_run = "psutil" in sys.modules
+        import loky.backend.utils as lu
+
+        def parent_of_one(pipe):
+            p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            pipe.send(p.pid)
+            time.sleep(60)
+
+        here, there = multiprocessing.Pipe()
+        child = multiprocessing.get_context("fork").Process(target=parent_of_one, args=(there,))
+        child.start()
+        grandchild = here.recv()
+        lu.kill_process_tree(child)
+        for _ in range(200):
+            try:
+                os.kill(grandchild, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the grandchild survived kill_process_tree")
+        print(json.dumps({"values": plain.values(), "loaded_after_run": loaded_after_run,
+                          "loaded_after_kill": "psutil" in sys.modules, "child": child.exitcode}))
+    """)
+    assert got["values"] == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
+    assert got["loaded_after_run"] is False
+    assert got["loaded_after_kill"] is True and got["child"] == -9

@@ -94,11 +94,42 @@ _busy: set = set()
 _timers: dict[Any, threading.Timer] = {}  # retire idle forked pools (loky's own idle timeout is off for them)
 
 
+class _PsutilOnDemand:
+    """Stands in for psutil inside ``loky.backend.utils`` until loky first uses it.
+
+    loky imports psutil when it is imported, but uses it only to kill a worker's process tree
+    (a broken or killed pool). Importing psutil costs ≈ 6 ms, ≈ 5 % of a short run from a fresh
+    interpreter; this object imports it at the first attribute loky reads (the ordinary, thread-safe
+    import), so loky behaves exactly as with psutil present.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        import psutil
+
+        return getattr(psutil, name)
+
+
+def _import_loky() -> None:
+    """Import loky without importing psutil yet (see :class:`_PsutilOnDemand`)."""
+    if "loky" in sys.modules or "psutil" in sys.modules:
+        import loky  # noqa: F401 - already imported, or psutil is here anyway: nothing to save
+        return
+    sys.modules["psutil"] = None  # type: ignore[assignment]  # loky's `import psutil` fails...
+    try:
+        import loky.backend.utils
+    finally:
+        if "psutil" in sys.modules and sys.modules["psutil"] is None:
+            del sys.modules["psutil"]  # ...and only while loky is imported
+    if loky.backend.utils.psutil is None:  # ...so that it holds this instead of None
+        loky.backend.utils.psutil = _PsutilOnDemand()
+
+
 def fork_is_safe() -> bool:
     """Whether worker processes may be started by ``fork`` now: on Linux, from a process that
     has exactly one thread (native threads included) and is not itself a loky worker."""
     if sys.platform != "linux" or not hasattr(os, "fork"):
         return False
+    _import_loky()
     from loky import process_executor
 
     if process_executor._CURRENT_DEPTH > 0:  # loky refuses nested pools started by fork
@@ -110,6 +141,7 @@ def fork_is_safe() -> bool:
 
 
 def _new_pool(workers: int) -> Any:
+    _import_loky()
     from loky import ProcessPoolExecutor
 
     from .base import hangup_ignored, ignore_stop_signals

@@ -35,23 +35,31 @@ def _remove_stale(where: str) -> None:
         entries = [e.name for e in os.scandir(where) if e.name.startswith(prefixes)]
     except OSError:
         return
-    if not entries:
-        return
-    import psutil  # only when there are files to check
-
     alive: dict[int, bool] = {}
     for name in entries:
         pid = name[len(PREFIX if name.startswith(PREFIX) else LOKY_SEMAPHORE):].split("-", 1)[0]
         if not pid.isdigit():
             continue
         if int(pid) not in alive:
-            alive[int(pid)] = psutil.pid_exists(int(pid))
+            alive[int(pid)] = _pid_exists(int(pid))
         if alive[int(pid)]:
             continue
         try:
             os.unlink(os.path.join(where, name))
         except OSError:
             pass  # another user's, or already gone
+
+
+def _pid_exists(pid: int) -> bool:
+    # What psutil.pid_exists does on POSIX (and /dev/shm is POSIX), without importing psutil (≈ 6 ms)
+    # into every run that finds another run's files.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: it exists, another user's
+    return True
 
 
 class Beacon:
