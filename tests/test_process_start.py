@@ -178,3 +178,20 @@ def test_a_short_run_defers_psutil_and_loky_still_kills_a_process_tree(tmp_path)
     assert got["values"] == [5, 4, 3, 2, 1, 0, 1, 2, 3, 4]
     assert got["loaded_after_run"] is False
     assert got["loaded_after_kill"] is True and got["child"] == -9
+
+
+def test_a_process_with_other_threads_imports_loky_with_psutil_as_usual(tmp_path):
+    # While loky is imported without psutil, `import psutil` fails: only a single-threaded process may
+    # do that (no other thread could be importing psutil at that moment).
+    got = _run(tmp_path, """
+        import queue
+        hold = queue.Queue()
+        t = threading.Thread(target=hold.get)
+        t.start()
+        values = bk.run(abs, range(-3, 3), progress=False).values()
+        import loky.backend.utils as lu
+        print(json.dumps({"values": values, "holds": type(lu.psutil).__name__}))
+        hold.put(None)
+    """)
+    assert got["values"] == [3, 2, 1, 0, 1, 2]
+    assert got["holds"] == "module"

@@ -109,10 +109,22 @@ class _PsutilOnDemand:
         return getattr(psutil, name)
 
 
+def _single_threaded() -> bool:
+    # Linux: the process's tasks, native threads included (a C library's threads count too).
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def _import_loky() -> None:
-    """Import loky without importing psutil yet (see :class:`_PsutilOnDemand`)."""
-    if "loky" in sys.modules or "psutil" in sys.modules:
-        import loky  # noqa: F401 - already imported, or psutil is here anyway: nothing to save
+    """Import loky without importing psutil yet (see :class:`_PsutilOnDemand`).
+
+    Only from a single-threaded process (a script, the command line: where start-up counts):
+    while loky is imported, ``import psutil`` fails, and no other thread may be importing it then.
+    """
+    if "loky" in sys.modules or "psutil" in sys.modules or not _single_threaded():
+        import loky  # noqa: F401 - already imported, psutil is here anyway, or other threads run
         return
     sys.modules["psutil"] = None  # type: ignore[assignment]  # loky's `import psutil` fails...
     try:
@@ -134,10 +146,7 @@ def fork_is_safe() -> bool:
 
     if process_executor._CURRENT_DEPTH > 0:  # loky refuses nested pools started by fork
         return False
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
+    return _single_threaded()
 
 
 def _new_pool(workers: int) -> Any:
