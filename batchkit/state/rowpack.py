@@ -23,11 +23,13 @@ import math
 from itertools import chain, repeat
 from typing import Any, Iterator, Sequence
 
-# Bytes that may not appear raw inside a JSON string: control characters, '"' and '\'. The
-# table maps each of them to NUL (and NUL itself to NUL), every other byte to a non-NUL byte.
 VALUE_SUMMARY = 200  # characters of a value's repr() kept in the journal
 
-_UNSAFE = bytes(0 if (b < 32 or b in (34, 92)) else b for b in range(256))
+# The ASCII characters a JSON string holds as they are (all but control characters, '"' and '\'),
+# and those a str's repr() also keeps as they are between its quotes (less "'" and DEL). Deleting
+# them from a text leaves exactly what rules out the fast path: one C pass, a third of a table lookup's.
+_JSON_PLAIN = bytes(b for b in range(32, 128) if b not in (34, 92))
+_REPR_PLAIN = bytes(b for b in range(32, 127) if b not in (34, 39, 92))
 _COMPACT = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False)
 
 
@@ -56,9 +58,14 @@ def _pack_plain(keys: Sequence[str], values: Sequence[str | None], durations: Se
         text = "".join(chain(keys, values))  # type: ignore[arg-type]  # TypeError: a None or a non-str
     except TypeError:
         return None
-    if not text.isascii() or b"\0" in text.encode("ascii").translate(_UNSAFE):
+    if not _only(text, _JSON_PLAIN):
         return None
     return _rows(keys, values, durations, '","', '",')
+
+
+def _only(text: str, plain: bytes) -> bool:
+    """Whether every character of ``text`` is one of the ASCII characters ``plain``."""
+    return text.isascii() and not text.encode("ascii").translate(None, plain)
 
 
 def pack_strings(keys: Sequence[str], values: Sequence[Any], durations: Sequence[float]) -> str | None:
@@ -67,10 +74,8 @@ def pack_strings(keys: Sequence[str], values: Sequence[Any], durations: Sequence
     them. ``None`` when the values are anything else (then :func:`summaries` and :func:`pack`)."""
     if set(map(type, values)) != {str} or max(map(len, values)) > VALUE_SUMMARY - 3:
         return None
-    text = "".join(chain(keys, values))
-    if (not text.isascii() or b"\0" in text.encode("ascii").translate(_UNSAFE) or "\x7f" in text
-            or "'" in "".join(values)):
-        return None  # repr() would escape or re-quote something
+    if not (_only("".join(keys), _JSON_PLAIN) and _only("".join(values), _REPR_PLAIN)):
+        return None  # JSON would escape something, or repr() would escape or re-quote a value
     return _rows(keys, values, durations, '","\'', '\'",')
 
 
