@@ -16,7 +16,6 @@ refused a write (full, read-only, missing): nothing is ever dropped.
 from __future__ import annotations
 
 import heapq
-import io
 import pickle
 import tempfile
 from itertools import chain
@@ -29,22 +28,6 @@ from ..outcome import Outcome
 # paths and digests): small runs never touch the disk, large ones stop growing there. (At 100k
 # in memory, the checksum CLI's peak was 91 MB at 100k files and 131 MB at 1M; at 20k, 56 and 58.)
 MEMORY_ITEMS = 20_000
-
-
-# Values that are never shared in a way that matters nor part of a cycle: when every item and value
-# is one of these, a chunk is pickled without the pickler's memo (half the time: no dict entry per
-# object). Anything else keeps the memo, so shared objects stay shared and cycles still pickle.
-_ATOMS = frozenset((str, int, float, bytes, bool, type(None)))
-
-
-def _dumps(state: tuple, atoms_only: bool) -> bytes:
-    if not atoms_only:
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.fast = True  # no memo
-    pickler.dump(state)
-    return buffer.getvalue()
 
 
 class OutcomeSpool:
@@ -78,7 +61,7 @@ class OutcomeSpool:
         state = (chunk.start, chunk.indices, chunk.items, chunk.values, chunk.errors, chunk.attempts,
                  chunk.durations)
         try:
-            data = _dumps(state, atoms_only=set(map(type, chunk.items)) <= _ATOMS >= set(map(type, chunk.values)))
+            data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # not picklable: this chunk stays in memory
             self._entries.append((first, None, chunk))
             return
