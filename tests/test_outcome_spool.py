@@ -173,3 +173,25 @@ def test_retry_failed_hands_finish_every_outcome_in_order_with_the_rerun_ones(tm
                            text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert json.loads(seen.read_text()) == [[n, True, n * n] for n in range(60)]
+
+
+def test_spooled_values_keep_their_sharing_and_cycles(monkeypatch):
+    # On disk as in memory: a value shared by several items stays one object, a value that contains
+    # itself comes back, and text of any kind comes back exact.
+    monkeypatch.setattr(spool_module, "MEMORY_ITEMS", 0)
+    shared = {"config": list(range(3))}
+    cyclic: list = []
+    cyclic.append(cyclic)
+    plain = ChunkOutcomes(0, 0, ["a", "b", "c\n\0é"])
+    plain.merge(0, ChunkResult(["x", 2**70, None], {}, {}, array("d", [0.5] * 3), 1.0, "w1", 0.0, []))
+    mixed = ChunkOutcomes(1, 3, ["d", "e", "f"])
+    mixed.merge(0, ChunkResult([shared, shared, cyclic], {}, {}, array("d", [0.5] * 3), 1.0, "w1", 0.0, []))
+    spool = OutcomeSpool()
+    spool.add(plain)
+    spool.add(mixed)
+    assert spool._entries[0][1] is not None and spool._entries[1][1] is not None  # both went to disk
+    got = list(spool)
+    assert [(o.item, o.value) for o in got[:3]] == [("a", "x"), ("b", 2**70), ("c\n\0é", None)]
+    assert got[3].value == shared and got[3].value is got[4].value
+    assert got[5].value[0] is got[5].value
+    spool.close()
