@@ -17,6 +17,18 @@ def test_import_batchkit_loads_no_heavy_backend():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_command_freezes_its_objects_at_exit_and_a_library_user_keeps_a_full_collection():
+    # The batchkit command skips the final garbage-collection walk of an exiting process (gc.freeze
+    # at exit); a program that only imports batchkit and runs items keeps Python's usual exit.
+    probe = "import atexit, gc; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+    command = probe + "import sys; sys.argv = ['batchkit', 'jobs']; from batchkit.cli import main; main()"
+    library = probe + "import batchkit as bk; bk.run(abs, range(3), backend='serial', progress=False)"
+    for code, frozen in ((command, "True"), (library, "False")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=python_env())
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip().splitlines()[-1] == f"frozen {frozen}"
+
+
 def test_all_names_exist_and_are_documented():
     for name in bk.__all__:
         obj = getattr(bk, name)
