@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import importlib.util
 import os
 import re
 import sys
@@ -132,7 +133,8 @@ def _import_loky() -> None:
     finally:
         if "psutil" in sys.modules and sys.modules["psutil"] is None:
             del sys.modules["psutil"]  # ...and only while loky is imported
-    if loky.backend.utils.psutil is None:  # ...so that it holds this instead of None
+    # ...so that it holds this instead of None (unless psutil is missing: then loky's own fallback).
+    if loky.backend.utils.psutil is None and importlib.util.find_spec("psutil") is not None:
         loky.backend.utils.psutil = _PsutilOnDemand()
 
 
