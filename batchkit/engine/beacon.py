@@ -18,6 +18,8 @@ import os
 import tempfile
 import time
 
+from ..state.lock import pid_exists
+
 FIELDS = 3
 SLOT_BYTES = 8 * FIELDS
 PREFIX = "batchkit-beacon-"
@@ -41,25 +43,13 @@ def _remove_stale(where: str) -> None:
         if not pid.isdigit():
             continue
         if int(pid) not in alive:
-            alive[int(pid)] = _pid_exists(int(pid))
+            alive[int(pid)] = pid_exists(int(pid))
         if alive[int(pid)]:
             continue
         try:
             os.unlink(os.path.join(where, name))
         except OSError:
             pass  # another user's, or already gone
-
-
-def _pid_exists(pid: int) -> bool:
-    # What psutil.pid_exists does on POSIX (and /dev/shm is POSIX), without importing psutil (≈ 6 ms)
-    # into every run that finds another run's files.
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # EPERM: it exists, another user's
-    return True
 
 
 class Beacon:

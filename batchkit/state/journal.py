@@ -36,6 +36,7 @@ from ..errors import JournalError
 from ..outcome import ItemError
 from ..secrets import redact
 from .keys import item_key
+from .lock import pid_exists
 from .rowpack import IN_ROWS, VIEW, literal, pack, row_keys, unpack
 from .schema import _UPGRADES, SCHEMA, SCHEMA_VERSION
 from .transaction import _patiently, _rollback, _Transaction, busy_timeout, describe_sqlite_error
@@ -71,9 +72,7 @@ def pid_alive(pid: int | None, host: str | None) -> bool:
     """Whether the process ``pid`` on ``host`` (this host only) is alive."""
     if not pid or (host and host != socket.gethostname()):
         return False
-    import psutil  # only when a run says it is running: most commands never ask
-
-    return psutil.pid_exists(pid)
+    return pid_exists(pid)
 
 
 class Journal:
