@@ -152,12 +152,12 @@ def fork_is_safe() -> bool:
 
 
 def _new_pool(workers: int) -> Any:
-    _import_loky()
+    forked = fork_is_safe()  # first: it imports loky (without psutil, where it can)
     from loky import ProcessPoolExecutor
 
     from .base import hangup_ignored, ignore_stop_signals
 
-    if fork_is_safe():
+    if forked:
         import multiprocessing
 
         executor = ProcessPoolExecutor(max_workers=workers, timeout=None, initializer=ignore_stop_signals,
