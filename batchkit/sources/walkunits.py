@@ -70,13 +70,3 @@ def gather(walk: FileWalk, segments: list[Segment], budget: int
         todo += listed[::-1]
     return paths, todo[::-1], walk.errors, dirs
 
-
-def count_files(segments: list[Segment]) -> tuple[int, int]:
-    """How many files the ``"f"`` segments hold, and how many ``"d"`` segments there are."""
-    files = dirs = 0
-    for seg in segments:
-        if seg[0] == "f":
-            files += len(seg[1])
-        else:
-            dirs += 1
-    return files, dirs
