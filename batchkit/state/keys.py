@@ -35,20 +35,9 @@ def item_key(item: Any) -> str:
         return os.fspath(item)  # type: ignore[return-value]
     if isinstance(item, str) and len(item) <= TEXT_KEY_MAX:
         return item
-    return "b2:" + _blake2b()(canonical_pickle(item), digest_size=16).hexdigest()
+    import hashlib  # loads OpenSSL (~2.5 ms): only runs whose items need a digest pay for it
 
-
-def _blake2b():
-    # hashlib loads OpenSSL (~2.5 ms): only runs whose items need a digest pay for it.
-    global _blake2b_fn
-    if _blake2b_fn is None:
-        import hashlib
-
-        _blake2b_fn = hashlib.blake2b
-    return _blake2b_fn
-
-
-_blake2b_fn = None
+    return "b2:" + hashlib.blake2b(canonical_pickle(item), digest_size=16).hexdigest()
 
 
 class _Canonical(pickle.Pickler):
@@ -141,7 +130,9 @@ def stored_key(key: str) -> str:
 
     if not contains_secret(key):
         return key
-    digest = _blake2b()(key.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
+    import hashlib
+
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
     return f"{redact_text(key)} #{digest}"
 
 
