@@ -242,10 +242,11 @@ class FileWalk:
         return iter(entries)
 
     def _error(self, path: str, exc: OSError) -> None:
-        message = exc.strerror or str(exc)
-        if not self.quiet:
-            log.warning("cannot read %s: %s (skipped)", path, message)
-        self.errors.append((path, message))
+        error = (path, exc.strerror or str(exc))
+        if self.quiet:
+            self.errors.append(error)
+        else:
+            self.note_errors([error])
 
     def note_errors(self, errors: list[tuple[str, str]]) -> None:
         """Record directories that a walk run elsewhere (a worker) could not read: logged here, in order."""
