@@ -25,6 +25,7 @@ a ``key=`` function, a timeout (the parent must know which file overran), ``foll
 from __future__ import annotations
 
 import heapq
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,8 +43,6 @@ UNIT_FILES = 5000
 
 def walks_in_workers(items: Any, backend: Any, *, timeout: float | None, key: Any, skip: Any) -> bool:
     """Whether ``items`` can be walked by the workers of ``backend`` (see the module's docstring)."""
-    import os
-
     return (type(items) is FileWalk and not items.follow_symlinks and not backend.runs_in_process
             and timeout is None and key is None and skip is None and os.path.isdir(items.root))
 
@@ -54,8 +53,6 @@ class WalkFeed:
     which turn a unit that came back (or failed) into an ordinary chunk of files."""
 
     def __init__(self, walk: FileWalk, chunker: Chunker, *, keyed: bool = False) -> None:
-        import os
-
         self.walk = walk
         self.chunker = chunker
         self.keyed = keyed
