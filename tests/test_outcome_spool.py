@@ -62,6 +62,36 @@ def test_a_resumed_runs_earlier_outcomes_are_merged_in_by_index(memory_items):
         (0, "old0"), (1, "old1"), (2, "v2"), (3, "v3"), (4, "old4"), (5, "old5"), (6, "v6")]
 
 
+def _successes_from_outcomes(spool: OutcomeSpool) -> tuple[list, list]:
+    ok = [o for o in spool if o.ok]
+    return [o.item for o in ok], [o.value for o in ok]
+
+
+def _joined(pieces) -> tuple[list, list]:
+    items, values = [], []
+    for its, vals in pieces:
+        assert len(its) == len(vals)
+        items += its
+        values += vals
+    return items, values
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["one-attempt", "resumed"])
+def test_successes_are_the_successful_outcomes_items_and_values_in_input_order(memory_items, earlier):
+    spool = OutcomeSpool()
+    spool.add(chunk(2, 7, [7, 8, 9], fail=0))
+    spool.add(chunk(0, 0, [0, 1, 2], fail=1))
+    spool.add(chunk(1, 4, [4, 5, 6]))
+    if earlier:
+        spool.set_earlier([Outcome(3, 3, True, "old3", None, 1, 0.1),
+                           Outcome(10, 10, False, None, ItemError("OSError", "gone", ""), 1, 0.1)])
+    want = _successes_from_outcomes(spool)
+    assert want[0] == ([0, 2, 3, 4, 5, 6, 8, 9] if earlier else [0, 2, 4, 5, 6, 8, 9])
+    assert _joined(spool.successes()) == want
+    assert _joined(spool.successes(piece=2)) == want  # as often as asked, in pieces of any size
+    spool.close()
+
+
 def test_a_chunk_that_cannot_be_pickled_stays_in_memory_and_is_not_lost(monkeypatch):
     monkeypatch.setattr(spool_module, "MEMORY_ITEMS", 0)
     spool = OutcomeSpool()

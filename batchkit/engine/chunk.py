@@ -132,6 +132,13 @@ class ChunkOutcomes:
         return map(Outcome, range(self.start, self.start + len(self.items)), self.items,
                    repeat(True, len(self.items)), self.values, repeat(None), repeat(1), self.durations)
 
+    def successes(self) -> tuple[list, list]:
+        """The items that succeeded and their values, in input order (no :class:`Outcome` built)."""
+        if not self.errors:
+            return self.items, self.values
+        ok = [pos for pos in range(len(self.items)) if pos not in self.errors]
+        return [self.items[pos] for pos in ok], [self.values[pos] for pos in ok]
+
     def key(self, pos: int) -> Any:
         """The item's key (``None`` when the run has no key function)."""
         if self.keys is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import pickle
 import tempfile
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, Iterator
 
 from ..engine.chunk import ChunkOutcomes
@@ -90,6 +90,20 @@ class OutcomeSpool:
         if not self._earlier:
             return mine
         return heapq.merge(mine, self._earlier, key=lambda o: o.index)
+
+    def successes(self, piece: int = 2000) -> Iterator[tuple[list, list]]:
+        """The items that succeeded and their values, ``(items, values)`` a piece at a time, in
+        input order: for a finishing step that reads nothing else (the checksum manifest), with
+        no :class:`Outcome` built per item. A piece is one chunk, or up to ``piece`` outcomes of
+        a resumed run (whose earlier attempts' outcomes are merged in by index)."""
+        if self._earlier or self._listed is not None:
+            it = iter(self)
+            while taken := list(islice(it, piece)):
+                ok = [o for o in taken if o.ok]
+                yield [o.item for o in ok], [o.value for o in ok]
+            return
+        for chunk in self._chunks():
+            yield chunk.successes()
 
     def __getitem__(self, index: Any) -> Any:
         if self._listed is None:
