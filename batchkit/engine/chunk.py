@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from array import array
 from itertools import repeat
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..outcome import ItemError, Outcome
 from ..state.keys import key_list, text_key
@@ -132,8 +132,10 @@ class ChunkOutcomes:
         return map(Outcome, range(self.start, self.start + len(self.items)), self.items,
                    repeat(True, len(self.items)), self.values, repeat(None), repeat(1), self.durations)
 
-    def successes(self) -> tuple[list, list]:
-        """The items that succeeded and their values, in input order (no :class:`Outcome` built)."""
+    def successes(self) -> tuple[Sequence, list]:
+        """The items that succeeded and their values, in input order (no :class:`Outcome` built).
+        Read-only: with no failure they are the chunk's own ``items`` (a list, or a ``range``) and
+        ``values``."""
         if not self.errors:
             return self.items, self.values
         ok = [pos for pos in range(len(self.items)) if pos not in self.errors]

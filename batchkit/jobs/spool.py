@@ -19,7 +19,7 @@ import heapq
 import pickle
 import tempfile
 from itertools import chain, islice
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..engine.chunk import ChunkOutcomes
 from ..outcome import Outcome
@@ -91,7 +91,7 @@ class OutcomeSpool:
             return mine
         return heapq.merge(mine, self._earlier, key=lambda o: o.index)
 
-    def successes(self, piece: int = 2000) -> Iterator[tuple[list, list]]:
+    def successes(self, piece: int = 2000) -> Iterator[tuple[Sequence, list]]:
         """The items that succeeded and their values, ``(items, values)`` a piece at a time, in
         input order: for a finishing step that reads nothing else (the checksum manifest), with
         no :class:`Outcome` built per item. A piece is one chunk, or up to ``piece`` outcomes of
