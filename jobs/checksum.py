@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from itertools import islice, repeat
+from itertools import repeat
 from pathlib import Path
 from typing import Iterator
 
 import batchkit as bk
 from batchkit.atomic import atomic_writer
 from batchkit.jobs.sinks import write_stdout
+from batchkit.jobs.spool import successes
 
 # shake_* need a length, so they cannot write a coreutils-style manifest.
 ALGORITHMS = sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake"))
@@ -143,24 +144,16 @@ def manifest_pieces(outcomes, lines: int = PIECE) -> Iterator[tuple[bytes, int]]
     """The manifest of ``outcomes``' successful items, a piece at a time (and how many lines each
     piece holds): memory stays flat however many files there are.
 
-    The command line hands ``finish`` a spool, whose ``successes()`` gives paths and digests a
-    chunk at a time without an Outcome per file; a plain list of outcomes is read ``lines`` at a time.
+    The command line hands ``finish`` a spool, which gives paths and digests a chunk at a time
+    without an Outcome per file; a plain list of outcomes is read ``lines`` at a time.
     """
-    successes = getattr(outcomes, "successes", None)
-    if successes is not None:
-        for paths, digests in successes():
-            if paths:
-                try:
-                    text = manifest_text(paths, digests)
-                except TypeError:  # paths as Path objects (a custom feed): as text
-                    text = manifest_text(list(map(str, paths)), digests)
-                yield text, len(paths)
-        return
-    it = iter(outcomes)
-    while taken := list(islice(it, lines)):
-        ok = [o for o in taken if o.ok]
-        if ok:
-            yield manifest_text([str(o.item) for o in ok], [o.value for o in ok]), len(ok)
+    for paths, digests in successes(outcomes, lines):
+        if paths:
+            try:
+                text = manifest_text(paths, digests)
+            except TypeError:  # paths as Path objects (a custom feed): as text
+                text = manifest_text(list(map(str, paths)), digests)
+            yield text, len(paths)
 
 
 def manifest_text(paths: list[str], digests: list[str]) -> bytes:

@@ -15,7 +15,7 @@ import batchkit as bk
 from batchkit.engine.chunk import ChunkOutcomes
 from batchkit.engine.worker import ChunkResult
 from batchkit.jobs import spool as spool_module
-from batchkit.jobs.spool import OutcomeSpool
+from batchkit.jobs.spool import OutcomeSpool, successes
 from batchkit.outcome import ItemError, Outcome
 
 from conftest import PY, python_env
@@ -89,6 +89,8 @@ def test_successes_are_the_successful_outcomes_items_and_values_in_input_order(m
     assert want[0] == ([0, 2, 3, 4, 5, 6, 8, 9] if earlier else [0, 2, 4, 5, 6, 8, 9])
     assert _joined(spool.successes()) == want
     assert _joined(spool.successes(piece=2)) == want  # as often as asked, in pieces of any size
+    assert _joined(successes(list(spool), 2)) == want  # and the same from a plain list of outcomes
+    assert _joined(successes(spool)) == want
     spool.close()
 
 

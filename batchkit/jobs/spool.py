@@ -19,7 +19,7 @@ import heapq
 import pickle
 import tempfile
 from itertools import chain, islice
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from ..engine.chunk import ChunkOutcomes
 from ..outcome import Outcome
@@ -28,6 +28,22 @@ from ..outcome import Outcome
 # paths and digests): small runs never touch the disk, large ones stop growing there. (At 100k
 # in memory, the checksum CLI's peak was 91 MB at 100k files and 131 MB at 1M; at 20k, 56 and 58.)
 MEMORY_ITEMS = 20_000
+
+
+def successes(outcomes: Iterable[Outcome], piece: int = 2000) -> Iterator[tuple[Sequence, list]]:
+    """The items that succeeded and their values, ``(items, values)`` a piece at a time, from
+    ``outcomes`` in their order: :meth:`OutcomeSpool.successes` for a spool, and the same for any
+    other iterable of outcomes, read ``piece`` at a time (keep it small: each piece's outcomes are
+    then freed before the garbage collector's first generation fills up and traverses them)."""
+    if isinstance(outcomes, OutcomeSpool):
+        return outcomes.successes(piece)
+    return _grouped(iter(outcomes), piece)
+
+
+def _grouped(outcomes: Iterator[Outcome], piece: int) -> Iterator[tuple[Sequence, list]]:
+    while taken := list(islice(outcomes, piece)):
+        ok = [o for o in taken if o.ok]
+        yield [o.item for o in ok], [o.value for o in ok]
 
 
 class OutcomeSpool:
@@ -97,10 +113,7 @@ class OutcomeSpool:
         no :class:`Outcome` built per item. A piece is one chunk, or up to ``piece`` outcomes of
         a resumed run (whose earlier attempts' outcomes are merged in by index)."""
         if self._earlier or self._listed is not None:
-            it = iter(self)
-            while taken := list(islice(it, piece)):
-                ok = [o for o in taken if o.ok]
-                yield [o.item for o in ok], [o.value for o in ok]
+            yield from _grouped(iter(self), piece)
             return
         for chunk in self._chunks():
             yield chunk.successes()
