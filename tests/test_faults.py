@@ -152,6 +152,29 @@ def test_dask_item_that_keeps_killing_workers_is_isolated_as_crash():
     assert report.succeeded == 7
 
 
+def test_dask_item_that_kills_its_worker_is_found_when_each_death_takes_the_queued_tasks_along():
+    # One worker: every task queued on it dies with it, so halving the chunk down to the killer
+    # (16 -> 8 -> 4 -> 2 -> 1, then alone) loses every sibling slice each time. Those restarts
+    # narrow the search; they must not count as a cluster that dies on everything.
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0",
+                                      silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
+            def fn(x):
+                if x == 0:
+                    os._exit(1)
+                return x
+
+            report = bk.run(fn, range(16), backend=bk.DaskBackend(client=client), chunk_size=16, progress=False)
+    (bad,) = report.failures
+    assert bad.item == 0 and bad.error.kind == "crash"
+    assert [o.value for o in report.outcomes if o.ok] == list(range(1, 16))
+
+
 def test_starting_a_local_cluster_leaves_the_environment_as_it_was():
     before = dict(os.environ)
     bk.run(abs, [-1, -2], backend="dask", workers=1, progress=False)

@@ -184,8 +184,14 @@ def _recover(engine: Engine, window: Window, crashed: list, finished: list) -> N
             finished.append(chunk)
     engine.restarts += 1
     # With a beacon, a crash that found an item running is progress; without one (Dask, a
-    # plain executor) only a chunk that came back is.
-    engine._barren = 0 if fix.progressed else engine._barren + 1
+    # plain executor) only a chunk that came back is, and halving the slices that died is free:
+    # it ends in items run alone, whose crashes count. Halving is bounded (each slice shrinks,
+    # and no new chunk starts while suspects wait), so workers that die on everything still
+    # end the run, after the halving rounds.
+    if fix.progressed:
+        engine._barren = 0
+    elif not fix.narrowed:
+        engine._barren += 1
     if engine._barren >= MAX_BARREN_RESTARTS:
         raise BackendError(
             f"the {engine.backend_name} workers died {engine._barren} times in a row without finishing any "
