@@ -18,6 +18,7 @@ import pytest
 import batchkit as bk
 
 from conftest import PY, python_env
+from faults_support import error_lines
 
 # A script run by a real interpreter: its functions live in __main__, so they travel to the
 # workers by value (cloudpickle), each chunk with its own copy of the module's globals.
@@ -265,3 +266,34 @@ def test_job_without_an_initializer_has_none():
 
     assert plain.bind().initializer() is None
     assert plain.run(["a"], backend="serial", progress=False).values() == ["a"]
+
+
+DYING_JOB = '''
+import os
+import batchkit as bk
+
+
+@bk.job(backend="process")
+def double(item: str) -> str:
+    """Double each item."""
+    return item * 2
+
+
+@double.initializer
+def load() -> None:
+    """A worker environment that cannot start: the process dies before its first item."""
+    os._exit(1)
+'''
+
+
+def test_workers_that_die_before_any_item_end_the_command_with_exit_3_and_one_line(tmp_path):
+    job = tmp_path / "dying.py"
+    job.write_text(DYING_JOB)
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"w{i}\n" for i in range(50)))
+    run = subprocess.run([PY, "-m", "batchkit", "run", str(job), "--input", str(items), "--workers", "2", "--quiet"],
+                         capture_output=True, text=True, env=python_env(), cwd=tmp_path, timeout=90)
+    assert run.returncode == 3, run.stderr
+    (line,) = error_lines(run.stderr)
+    assert "died 5 times in a row without finishing any item" in line
+    assert "Traceback" not in run.stderr
