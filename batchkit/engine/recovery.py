@@ -45,8 +45,8 @@ class Recovered:
     isolate: list[Slice] = field(default_factory=list)
     failed: list[tuple[ChunkOutcomes, int, ItemError, float, int]] = field(default_factory=list)
     progressed: bool = False  # some item was found running: the restart was not barren
-    # Without a beacon: every slice that died ran with others, so halving it (or running its one
-    # item alone) narrows the search. Such a restart is neither progress nor barren.
+    # Without a beacon: every slice that died held several items and was halved, which narrows
+    # the search. Such a restart is neither progress nor barren.
     narrowed: bool = False
 
     def fail(self, sl: Slice, at: int, error: ItemError, duration: float, retry: Retry | None) -> None:
@@ -66,9 +66,9 @@ def recover(crashed: list[tuple[Slice, WorkerCrashed]], beacon: Beacon | None, t
         # elsewhere. Tasks merely queued on a dying worker can be blamed too, so bisect: halves
         # are re-run, a single item is re-run alone, and only one that kills a worker alone crashed.
         # A worker's death takes the tasks queued on it along, and the scheduler may report them
-        # one by one, so the restarts a bisection costs are not counted against the run: only a
-        # crash of an item running alone is (see settle._recover).
-        out.narrowed = not any(sl.isolated for sl, _ in crashed)
+        # one by one, so the restarts that halving costs are not counted against the run; those
+        # where a single item died are (see settle._recover).
+        out.narrowed = all(sl.hi - sl.lo > 1 for sl, _ in crashed)
         for sl, exc in crashed:
             if sl.isolated:
                 out.fail(sl, sl.lo, crash_error(exc), 0.0, retry)

@@ -185,9 +185,8 @@ def _recover(engine: Engine, window: Window, crashed: list, finished: list) -> N
     engine.restarts += 1
     # With a beacon, a crash that found an item running is progress; without one (Dask, a
     # plain executor) only a chunk that came back is, and halving the slices that died is free:
-    # it ends in items run alone, whose crashes count. Halving is bounded (each slice shrinks,
-    # and no new chunk starts while suspects wait), so workers that die on everything still
-    # end the run, after the halving rounds.
+    # it ends in single items, whose deaths count. A chunk is down to single items after
+    # log2(its size) halvings, so workers that die on everything still end the run.
     if fix.progressed:
         engine._barren = 0
     elif not fix.narrowed:
