@@ -83,6 +83,9 @@ DYING_CLUSTER = textwrap.dedent('''
         except bk.BackendError as exc:
             print("BackendError", str(exc).splitlines()[0][:200])
         finally:
+            # The run hands the cluster back with its workers restarted (closing a nanny in the
+            # middle of a restart fails inside distributed: "can only join a started process").
+            print("workers", len(client.nthreads()))
             client.close()
             cluster.close()
 ''')
@@ -97,6 +100,7 @@ def test_a_dask_cluster_whose_workers_die_on_every_task_fails_fast(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("BackendError"), proc.stdout + proc.stderr
     assert "died" in proc.stdout and "without finishing any item" in proc.stdout
+    assert "workers 2" in proc.stdout
 
 
 # -- two runs at once in one process --------------------------------------------------------------

@@ -147,6 +147,7 @@ def test_dask_item_that_keeps_killing_workers_is_isolated_as_crash():
                 return x
 
             report = bk.run(fn, range(8), backend=bk.DaskBackend(client=client), chunk_size=4, progress=False)
+            assert len(client.nthreads()) == 2  # handed back with the killed workers restarted
     (bad,) = report.failures
     assert bad.item == 5 and bad.error.kind == "crash"
     assert report.succeeded == 7
@@ -173,6 +174,42 @@ def test_dask_item_that_kills_its_worker_is_found_when_each_death_takes_the_queu
     (bad,) = report.failures
     assert bad.item == 0 and bad.error.kind == "crash"
     assert [o.value for o in report.outcomes if o.ok] == list(range(1, 16))
+
+
+@pytest.mark.timeout(90)
+def test_dask_cluster_keeps_its_workers_while_an_item_that_kills_them_is_pinned_down():
+    # A LocalCluster closes a nanny for good when its worker is still gone
+    # distributed.deploy.lost-worker-timeout after it left (15 s; here 0.2 s, as if the halving
+    # took long under load). Without batchkit holding it off during the run, the nannies that
+    # restart the killed workers are closed, no worker is left, and the run never ends.
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    import dask
+
+    key = "distributed.deploy.lost-worker-timeout"
+    with dask.config.set({key: "0.2s", "distributed.scheduler.allowed-failures": 0}):
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
+                                      silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
+            def fn(x):
+                if x == 37:
+                    os._exit(1)
+                return x
+
+            seen = []
+
+            def items():
+                for i in range(64):
+                    seen.append(dask.config.get(key))
+                    yield i
+
+            report = bk.run(fn, items(), backend=bk.DaskBackend(client=client), chunk_size=32, progress=False)
+            assert dask.config.get(key) == "0.2s"  # the user's value is back once the run is over
+            assert len(cluster.workers) == 2
+    assert set(seen) == {"30 days"}  # held while the run was on
+    (bad,) = report.failures
+    assert bad.item == 37 and bad.error.kind == "crash"
+    assert report.succeeded == 63
 
 
 def test_starting_a_local_cluster_leaves_the_environment_as_it_was():

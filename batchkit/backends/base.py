@@ -49,6 +49,10 @@ class Backend:
     def close(self, *, kill: bool = False) -> None:
         """Release what :meth:`submit` started. ``kill=True`` stops running calls at once."""
 
+    def finish(self) -> None:
+        """The run that :meth:`start` began is over, whether or not the backend is closed (one you
+        made serves your next run too): let go of what was held for the length of a run."""
+
     def __enter__(self) -> Backend:
         self.start()
         return self

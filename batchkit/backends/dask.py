@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import threading
 from typing import Any, Callable
 
 from ..errors import BackendError, UsageError, WorkerCrashed
@@ -32,7 +33,8 @@ class DaskBackend(Backend):
     Each chunk is one task, so per-task scheduler overhead (milliseconds) is paid per chunk,
     not per item. Functions travel with cloudpickle, by value. A worker that dies mid-task is
     replaced and its task re-run by the scheduler; a task that kills workers repeatedly is
-    isolated by the engine and recorded as a crash. A timeout records the item as timed out
+    isolated by the engine and recorded as a crash, and the run waits (up to 10 s) for the
+    killed workers to be back before it returns. A timeout records the item as timed out
     when it passes; the worker's thread may keep running it (Dask cannot kill a task).
 
     >>> with bk.DaskBackend(address="tcp://10.0.0.5:8786") as cluster:
@@ -61,6 +63,9 @@ class DaskBackend(Backend):
         self._threads = threads_per_worker
         self._cluster_kwargs = cluster_kwargs
         self._main: _MainNotReimported | None = None
+        self._holding = False
+        self._live = 0  # workers registered when the run started
+        self._deaths = False  # a worker died under one of our tasks
         self.workers = workers or 1
 
     @property
@@ -115,10 +120,11 @@ class DaskBackend(Backend):
 
     def _refresh_workers(self) -> None:
         try:
-            threads = sum(self._client.nthreads().values())
+            nthreads = self._client.nthreads()
         except Exception:
-            threads = 0
-        self.workers = max(1, threads or self._n_workers or 1)
+            nthreads = {}
+        self._live = len(nthreads)
+        self.workers = max(1, sum(nthreads.values()) or self._n_workers or 1)
 
     def start(self) -> DaskBackend:
         """Connect or start the cluster now (otherwise it happens on the first submit)."""
@@ -126,7 +132,24 @@ class DaskBackend(Backend):
             self._start()
         else:
             self._refresh_workers()
+        if not self._holding and getattr(self._client, "cluster", None) is not None:
+            _LOST_WORKERS.hold()  # a cluster in this process: keep its nannies while we run
+            self._holding = True
         return self
+
+    def finish(self) -> None:
+        if self._deaths:
+            # Workers that died under our tasks are still being restarted: give the cluster back
+            # whole. Closing a nanny mid-restart also fails inside distributed ("can only join
+            # a started process"), so a cluster closed right after the run needs this too.
+            self._deaths = False
+            try:
+                self._client.wait_for_workers(self._live, timeout=10)
+            except Exception:  # a worker that does not come back is the cluster's business
+                pass
+        if self._holding:
+            self._holding = False
+            _LOST_WORKERS.release()
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> cf.Future:
         try:
@@ -135,9 +158,16 @@ class DaskBackend(Backend):
             raise
         except Exception as exc:
             return failed_future(_translate(exc))
-        return relay(inner, _translate)
+        return relay(inner, self._translate)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        out = _translate(exc)
+        if isinstance(out, WorkerCrashed):
+            self._deaths = True
+        return out
 
     def close(self, *, kill: bool = False) -> None:
+        self.finish()
         if self._own_client and self._client is not None:
             try:
                 self._client.close()
@@ -149,6 +179,48 @@ class DaskBackend(Backend):
                 if self._main is not None:
                     self._main.restore()
                     self._main = None
+
+
+class _LostWorkerTimeoutHold:
+    """Holds ``distributed.deploy.lost-worker-timeout`` far off while any run uses a cluster in
+    this process, and puts the user's value back when the last such run ends.
+
+    When a worker leaves, a cluster running in this process (a ``LocalCluster``, any
+    ``SpecCluster``) waits that long (15 s) and then closes the worker's nanny for good if no
+    worker of that name is registered at that moment. That is what happens to a nanny busy
+    restarting a worker that an item keeps killing: pinning such an item down takes a worker's
+    death per halving, and under load those deaths last past 15 s. The cluster is then left with
+    no workers, and the run would wait forever for its tasks. Held, the nannies keep restarting
+    their workers. The setting is read in this process only, when a worker leaves.
+    """
+
+    KEY = "distributed.deploy.lost-worker-timeout"
+    HELD = "30 days"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs = 0
+        self._saved: Any = None
+
+    def hold(self) -> None:
+        import dask
+
+        with self._lock:
+            if self._runs == 0:
+                self._saved = dask.config.get(self.KEY, "15s")  # distributed's default
+                dask.config.set({self.KEY: self.HELD})
+            self._runs += 1
+
+    def release(self) -> None:
+        import dask
+
+        with self._lock:
+            self._runs -= 1
+            if self._runs == 0 and dask.config.get(self.KEY, None) == self.HELD:  # unless set since
+                dask.config.set({self.KEY: self._saved})
+
+
+_LOST_WORKERS = _LostWorkerTimeoutHold()
 
 
 def _stop_signal_plugin(distributed: Any) -> Any:

@@ -220,6 +220,7 @@ class Engine:
             if owned or kill:
                 backend.close(kill=kill)
         finally:
+            backend.finish()
             if beacon is not None:
                 beacon.close()
 
