@@ -243,3 +243,27 @@ def test_beacon_of_a_parent_killed_with_9_is_removed_by_the_next_run(tmp_path):
     assert any(n.startswith(mine) for n in os.listdir(where))  # left behind: nobody could remove it
     bk.run(abs, [1, -2], backend="process", workers=2, progress=False)  # the next run sweeps it
     assert not any(n.startswith(mine) for n in os.listdir(where))
+
+
+@pytest.mark.timeout(90)
+def test_dask_run_whose_cluster_has_no_worker_left_ends_with_a_clear_error_instead_of_waiting_forever():
+    pytest.importorskip("distributed")
+    import dask
+
+    backend = bk.DaskBackend(workers=1)
+    # The cluster batchkit starts fails tasks that wait 60 s without any worker; the user's own
+    # setting wins (1 s here, to keep the test short).
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": "1s"}):
+        with backend:
+            assert backend.client.cluster.scheduler.no_workers_timeout == 1
+
+            def items():
+                for i in range(40):
+                    if i == 10:  # every worker goes away, for good, in the middle of the run
+                        backend.client.cluster.scale(0)
+                    yield i
+
+            with pytest.raises(bk.BackendError, match="no worker for 1 s"):
+                bk.run(abs, items(), backend=backend, chunk_size=2, progress=False)
+    with bk.DaskBackend(workers=1) as own:
+        assert own.client.cluster.scheduler.no_workers_timeout == 60

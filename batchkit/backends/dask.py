@@ -100,7 +100,9 @@ class DaskBackend(Backend):
                 try:
                     from multiprocessing import resource_tracker
 
-                    with hangup_ignored():
+                    import dask
+
+                    with hangup_ignored(), dask.config.set(_own_scheduler_config(dask)):
                         resource_tracker.ensure_running()
                         self._cluster = distributed.LocalCluster(**kwargs)
                 finally:
@@ -179,6 +181,18 @@ class DaskBackend(Backend):
                 if self._main is not None:
                     self._main.restore()
                     self._main = None
+
+
+# A cluster we start has its workers back within seconds of a death; one with none for this
+# long has lost them for good (a worker process that cannot start any more), and its tasks
+# would wait forever. The scheduler then fails them (NoWorkerError): the run ends, resumable.
+NO_WORKERS_TIMEOUT = "60s"
+
+
+def _own_scheduler_config(dask: Any) -> dict:
+    """Settings for the scheduler of a LocalCluster we start; the user's own settings win."""
+    key = "distributed.scheduler.no-workers-timeout"
+    return {} if dask.config.get(key, None) is not None else {key: NO_WORKERS_TIMEOUT}
 
 
 class _LostWorkerTimeoutHold:
@@ -264,6 +278,11 @@ def _translate(exc: BaseException) -> BaseException:
     name = type(exc).__name__
     if name == "KilledWorker":
         return WorkerCrashed(f"dask workers kept dying while running this task: {exc}")
+    if name == "NoWorkerError":
+        timeout = getattr(exc, "timeout", None)
+        waited = f" for {timeout:g} s" if isinstance(timeout, (int, float)) else ""
+        return BackendError(f"the dask cluster has had no worker{waited} "
+                            "(distributed.scheduler.no-workers-timeout); start workers, then resume")
     if name in ("CommClosedError", "TimeoutError", "OSError", "CancelledError", "FutureCancelledError"):
         return BackendError(f"lost the dask cluster: {exc}")
     return exc
