@@ -229,3 +229,32 @@ def test_six_processes_opening_a_new_journal_at_once_all_record_their_runs(tmp_p
     assert [out.strip() for out, _ in outs] == ["50"] * 6
     with Journal(db) as j:
         assert sorted(r["job"] for r in j.runs()) == [f"job{i}" for i in range(6)]
+
+
+JOURNAL_RACE = textwrap.dedent('''
+    import os, sys, time
+    from batchkit.state.journal import Journal
+
+    role, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    for i in range(n):
+        path = os.path.join(root, f"j{i}", "batchkit.db")
+        if role == "create":
+            time.sleep(0.002)
+        else:  # open each journal the moment its file appears, while it is being created
+            deadline = time.monotonic() + 30
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                pass
+        Journal(path).close()
+''')
+
+
+def test_a_journal_opened_while_another_run_creates_it_is_never_taken_for_another_version(tmp_path):
+    """A run that opens the journal while another creates it reads its version and its tables
+    at one moment: read apart, it saw the tables but not yet the version, and refused the
+    journal as "written by another version" (1 open in ~500 on this machine)."""
+    n = 1500
+    procs = [subprocess.Popen([sys.executable, "-c", JOURNAL_RACE, role, str(tmp_path), str(n)], env=python_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for role in ("open", "create")]
+    outs = [p.communicate(timeout=100) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-500:] for _, err in outs]

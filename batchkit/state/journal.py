@@ -143,10 +143,9 @@ class Journal:
     @staticmethod
     def _check_version(db: sqlite3.Connection, upgrade: bool) -> bool:
         """Whether the journal has its tables (upgrading an older one); raises for another version."""
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        has_tables = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name='runs'").fetchone()[0]
+        version, has_tables = _version_and_tables(db)
         if not has_tables or version == SCHEMA_VERSION:
-            return bool(has_tables)
+            return has_tables
         if version in _UPGRADES and upgrade:
             db.executescript(f"BEGIN IMMEDIATE; {_UPGRADES[version]}{SCHEMA}"
                              f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
@@ -396,3 +395,15 @@ class _Missing:
 
 
 MISSING = _Missing()
+
+
+def _version_and_tables(db: sqlite3.Connection) -> tuple[int, bool]:
+    """The journal's schema version, and whether it has its tables.
+
+    One statement, so one snapshot: read one after the other, a run creating the journal in
+    between would show its tables but not yet its version (read as 0: "another version").
+    """
+    version, tables = db.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version), "
+        "(SELECT COUNT(*) FROM sqlite_master WHERE name='runs')").fetchone()
+    return version, bool(tables)
