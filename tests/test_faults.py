@@ -132,84 +132,56 @@ def test_dask_worker_killed_mid_run_loses_no_item(dask_client, tmp_path):
     dask_client.wait_for_workers(2, timeout=30)
 
 
-def test_dask_item_that_keeps_killing_workers_is_isolated_as_crash():
-    distributed = pytest.importorskip("distributed")
-    import logging
-
-    import dask
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
-                                      silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
-            def fn(x):
-                if x == 5:
-                    os._exit(1)
-                return x
-
-            report = bk.run(fn, range(8), backend=bk.DaskBackend(client=client), chunk_size=4, progress=False)
-            assert len(client.nthreads()) == 2  # handed back with the killed workers restarted
-    (bad,) = report.failures
-    assert bad.item == 5 and bad.error.kind == "crash"
-    assert report.succeeded == 7
-
-
-def test_dask_item_that_kills_its_worker_is_found_when_each_death_takes_the_queued_tasks_along():
-    # One worker: every task queued on it dies with it, so halving the chunk down to the killer
-    # (16 -> 8 -> 4 -> 2 -> 1, then alone) loses every sibling slice each time. Those restarts
-    # narrow the search; they must not count as a cluster that dies on everything.
-    distributed = pytest.importorskip("distributed")
-    import logging
-
-    import dask
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with distributed.LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0",
-                                      silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
-            def fn(x):
-                if x == 0:
-                    os._exit(1)
-                return x
-
-            report = bk.run(fn, range(16), backend=bk.DaskBackend(client=client), chunk_size=16, progress=False)
-    (bad,) = report.failures
-    assert bad.item == 0 and bad.error.kind == "crash"
-    assert [o.value for o in report.outcomes if o.ok] == list(range(1, 16))
+LOST_WORKER = "distributed.deploy.lost-worker-timeout"
 
 
 @pytest.mark.timeout(90)
-def test_dask_cluster_keeps_its_workers_while_an_item_that_kills_them_is_pinned_down():
-    # A LocalCluster closes a nanny for good when its worker is still gone
-    # distributed.deploy.lost-worker-timeout after it left (15 s; here 0.2 s, as if the halving
-    # took long under load). Without batchkit holding it off during the run, the nannies that
-    # restart the killed workers are closed, no worker is left, and the run never ends.
+@pytest.mark.parametrize("workers, n, killer, chunk_size, lost_worker_timeout", [
+    (2, 8, 5, 4, None),
+    # One worker: every task queued on it dies with it, so halving the chunk down to the killer
+    # (16 -> 8 -> 4 -> 2 -> 1, then alone) loses every sibling slice each time. Those restarts
+    # narrow the search; they must not count as a cluster that dies on everything.
+    (1, 16, 0, 16, None),
+    # A LocalCluster closes a nanny for good when its worker is still gone lost-worker-timeout
+    # after it left (15 s; here 0.2 s, as if the halving took long under load). Unless batchkit
+    # holds it off during the run, the nannies restarting the killed workers are closed, no
+    # worker is left, and the run never ends.
+    (2, 64, 37, 32, "0.2s"),
+], ids=["two-workers", "one-worker-loses-its-queue", "lost-worker-timeout-shorter-than-the-halving"])
+def test_dask_item_that_keeps_killing_workers_is_isolated_as_crash(workers, n, killer, chunk_size,
+                                                                   lost_worker_timeout):
     distributed = pytest.importorskip("distributed")
     import logging
 
     import dask
 
-    key = "distributed.deploy.lost-worker-timeout"
-    with dask.config.set({key: "0.2s", "distributed.scheduler.allowed-failures": 0}):
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0",
+    settings = {"distributed.scheduler.allowed-failures": 0}
+    if lost_worker_timeout is not None:
+        settings[LOST_WORKER] = lost_worker_timeout
+    with dask.config.set(settings):
+        before = dask.config.get(LOST_WORKER)
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0",
                                       silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
             def fn(x):
-                if x == 37:
+                if x == killer:
                     os._exit(1)
                 return x
 
             seen = []
 
             def items():
-                for i in range(64):
-                    seen.append(dask.config.get(key))
+                for i in range(n):
+                    seen.append(dask.config.get(LOST_WORKER))
                     yield i
 
-            report = bk.run(fn, items(), backend=bk.DaskBackend(client=client), chunk_size=32, progress=False)
-            assert dask.config.get(key) == "0.2s"  # the user's value is back once the run is over
-            assert len(cluster.workers) == 2
+            report = bk.run(fn, items(), backend=bk.DaskBackend(client=client), chunk_size=chunk_size, progress=False)
+            # Handed back as it was: its workers restarted, the user's setting back.
+            assert len(client.nthreads()) == workers and len(cluster.workers) == workers
+            assert dask.config.get(LOST_WORKER) == before
     assert set(seen) == {"30 days"}  # held while the run was on
     (bad,) = report.failures
-    assert bad.item == 37 and bad.error.kind == "crash"
-    assert report.succeeded == 63
+    assert bad.item == killer and bad.error.kind == "crash"
+    assert [o.value for o in report.outcomes if o.ok] == [x for x in range(n) if x != killer]
 
 
 def test_starting_a_local_cluster_leaves_the_environment_as_it_was():
