@@ -38,7 +38,7 @@ from ..secrets import redact
 from .keys import item_key
 from .lock import pid_exists
 from .rowpack import IN_ROWS, VIEW, literal, pack, row_keys, unpack
-from .schema import _UPGRADES, SCHEMA, SCHEMA_VERSION
+from .schema import SCHEMA, SCHEMA_VERSION, check_version
 from .transaction import _patiently, _rollback, _Transaction, busy_timeout, describe_sqlite_error
 
 __all__ = ["Journal", "busy_timeout", "default_home", "default_path", "fingerprint", "item_key"]
@@ -107,7 +107,7 @@ class Journal:
                 # A read-only directory: WAL readers cannot create the shared-memory file.
                 db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
                                      check_same_thread=False)
-            self._check_version(db, upgrade=False)
+            check_version(db, upgrade=False)
             return db
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists()
@@ -133,28 +133,12 @@ class Journal:
         # as it goes rather than all at once when the journal closes.
         db.execute("PRAGMA wal_autocheckpoint=256")
         db.execute("PRAGMA foreign_keys=ON")
-        if not self._check_version(db, upgrade=True):  # a new journal: its tables, in one transaction
+        if not check_version(db, upgrade=True):  # a new journal: its tables, in one transaction
             try:
                 db.executescript(f"BEGIN IMMEDIATE; {SCHEMA}{VIEW}PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
             except sqlite3.Error:
                 _rollback(db)
                 raise
-
-    @staticmethod
-    def _check_version(db: sqlite3.Connection, upgrade: bool) -> bool:
-        """Whether the journal has its tables (upgrading an older one); raises for another version."""
-        version, has_tables = _version_and_tables(db)
-        if not has_tables or version == SCHEMA_VERSION:
-            return has_tables
-        if version in _UPGRADES and upgrade:
-            db.executescript(f"BEGIN IMMEDIATE; {_UPGRADES[version]}{SCHEMA}"
-                             f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-            return True
-        if version in _UPGRADES:
-            return True  # read-only: the columns it lacks read as NULL below
-        raise sqlite3.DatabaseError(
-            f"it was written by another version of batchkit (schema {version}, this one reads "
-            f"{SCHEMA_VERSION}); move it aside to start a new history")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -396,14 +380,3 @@ class _Missing:
 
 MISSING = _Missing()
 
-
-def _version_and_tables(db: sqlite3.Connection) -> tuple[int, bool]:
-    """The journal's schema version, and whether it has its tables.
-
-    One statement, so one snapshot: read one after the other, a run creating the journal in
-    between would show its tables but not yet its version (read as 0: "another version").
-    """
-    version, tables = db.execute(
-        "SELECT (SELECT user_version FROM pragma_user_version), "
-        "(SELECT COUNT(*) FROM sqlite_master WHERE name='runs')").fetchone()
-    return version, bool(tables)

@@ -2,8 +2,11 @@
 
 A chunk's item rows are packed into one row of ``chunks`` (see :mod:`batchkit.state.rowpack`, which
 also holds the ``items`` view over them). :class:`~batchkit.state.journal.Journal` creates the tables
-in a new file, upgrades a journal of an older version in place and refuses any other version.
+in a new file; :func:`check_version` upgrades a journal of an older version in place and refuses any
+other version.
 """
+
+import sqlite3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -84,3 +87,31 @@ ALTER TABLE chunks ADD COLUMN lost TEXT;
 ALTER TABLE chunks ADD COLUMN output_end INTEGER;
 """,
 }
+
+
+def check_version(db: sqlite3.Connection, upgrade: bool) -> bool:
+    """Whether the journal has its tables (upgrading an older one); raises for another version."""
+    version, has_tables = _version_and_tables(db)
+    if not has_tables or version == SCHEMA_VERSION:
+        return has_tables
+    if version in _UPGRADES and upgrade:
+        db.executescript(f"BEGIN IMMEDIATE; {_UPGRADES[version]}{SCHEMA}"
+                         f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        return True
+    if version in _UPGRADES:
+        return True  # read-only: the columns it lacks read as NULL
+    raise sqlite3.DatabaseError(
+        f"it was written by another version of batchkit (schema {version}, this one reads "
+        f"{SCHEMA_VERSION}); move it aside to start a new history")
+
+
+def _version_and_tables(db: sqlite3.Connection) -> tuple[int, bool]:
+    """The journal's schema version, and whether it has its tables.
+
+    One statement, so one snapshot: read one after the other, a run creating the journal in
+    between would show its tables but not yet its version (read as 0: "another version").
+    """
+    version, tables = db.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version), "
+        "(SELECT COUNT(*) FROM sqlite_master WHERE name='runs')").fetchone()
+    return version, bool(tables)
