@@ -379,4 +379,3 @@ class _Missing:
 
 
 MISSING = _Missing()
-
